@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from jaxfactor.models import _allele_api as api
-from jaxfactor.models._allele import clone_responsibilities, fit_allele_svi, simulate_alleles
+from jaxfactor.models import clone_responsibilities, fit_allele_svi, simulate_alleles
 from jaxfactor.models._allele_api import (_assign_batch, assign_cells, check_svi_losses, fit_allele_anndata,
                                           select_n_clones)
 
@@ -97,7 +97,7 @@ def test_fit_allele_anndata_outputs(sim, adata):
     u = out.uns["allele_model"]
     assert u["losses"].shape == (STEPS,) and np.isfinite(u["losses"]).all()
     assert u["pi"].shape == (K,) and 0 < u["dropout"] < 1 and 0 < u["error"] < 1
-    assert u["settings"]["guide"] == "normal" and u["settings"]["ci_method"] == "beta_approximation"
+    assert u["settings"]["guide"] == "normal" and u["settings"]["ci_method"] == "guide"
     assert u["settings"]["num_steps"] == STEPS
     # the clones are recovered (up to label switching)
     from jaxfactor.cclone import adjusted_rand_index
@@ -105,9 +105,12 @@ def test_fit_allele_anndata_outputs(sim, adata):
     assert adjusted_rand_index(sim.labels, out.obs["clone"].to_numpy().astype(int)) > 0.9
 
 
-def test_beta_interval_delta_and_germline(sim, fit):
+@pytest.mark.parametrize("kind", ["guide", "beta_approximation"])
+def test_af_interval_and_germline(sim, fit, kind):
     germ = np.arange(J) < 2
-    lo, hi = api._af_interval(sim.alt, sim.depth, fit, germ, (1.0, 1.0))
+    f = fit if kind == "guide" else fit._replace(af_scale=None)
+    lo, hi, method = api._af_interval(sim.alt, sim.depth, f, germ, (1.0, 1.0))
+    assert method == kind
     assert lo.shape == hi.shape == (J, K)
     np.testing.assert_array_equal(lo[:2], 0.5)
     np.testing.assert_array_equal(hi[:2], 0.5)
@@ -117,12 +120,13 @@ def test_beta_interval_delta_and_germline(sim, fit):
     assert inside.mean() > 0.9
 
 
-def test_delta_guide_interval_equals_point(monkeypatch, adata, fit):
-    monkeypatch.setattr(api, "fit_allele_svi", lambda *a, **k: fit)  # reuse the fixture fit: no new compile
+def test_delta_guide_interval_is_beta_approximation(monkeypatch, adata, fit):
+    map_fit = fit._replace(af_scale=None)  # what a MAP (AutoDelta) fit carries
+    monkeypatch.setattr(api, "fit_allele_svi", lambda *a, **k: map_fit)  # reuse the fixture fit: no new compile
     out = fit_allele_anndata(adata, K, guide="delta")
-    np.testing.assert_array_equal(out.varm["clone_af_lower"], out.varm["clone_af"])
-    np.testing.assert_array_equal(out.varm["clone_af_upper"], out.varm["clone_af"])
-    assert out.uns["allele_model"]["settings"]["ci_method"] == "point_estimate"
+    lo, hi = out.varm["clone_af_lower"], out.varm["clone_af_upper"]
+    assert (lo <= hi).all() and (lo < hi).mean() > 0.9
+    assert out.uns["allele_model"]["settings"]["ci_method"] == "beta_approximation"
 
 
 def test_nan_loss_detection(monkeypatch, adata, fit):

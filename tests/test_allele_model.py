@@ -11,8 +11,8 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from jaxfactor.cclone import adjusted_rand_index
-from jaxfactor.models._allele import (allele_entry_loglik, allele_loglik, clone_responsibilities, fit_allele_svi,
-                                      simulate_alleles)
+from jaxfactor.models import (allele_entry_loglik, allele_loglik, clone_responsibilities, fit_allele_svi,
+                              simulate_alleles)
 
 N, J, K = 200, 30, 3
 

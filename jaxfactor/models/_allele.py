@@ -71,18 +71,14 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-import optax
 from jax.scipy.special import gammaln, logsumexp
 from numpyro import handlers
-from numpyro.infer import SVI, Trace_ELBO
-from numpyro.infer.autoguide import AutoDelta, AutoNormal
-from numpyro.infer.initialization import init_to_value
 
 LIKELIHOODS = ("binomial", "betabinomial")
 GUIDES = ("delta", "normal")
 
-__all__ = ["AlleleFit", "AlleleSimulation", "GUIDES", "LIKELIHOODS", "allele_entry_loglik", "allele_loglik",
-           "allele_model", "clone_responsibilities", "fit_allele_svi", "simulate_alleles"]
+__all__ = ["AlleleSimulation", "GUIDES", "LIKELIHOODS", "allele_entry_loglik", "allele_loglik",
+           "allele_model", "clone_responsibilities", "simulate_alleles"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,15 +119,68 @@ def allele_entry_loglik(alt, depth, af, dropout, error, *, likelihood="binomial"
     return jnp.where(depth > 0, ll, 0.0)
 
 
+_CHUNK_ENTRIES = 1 << 19  # cells x clones x variants evaluated per chunk (a few MB: stays in cache)
+
+
+def _chunk_loglik(alt, depth, af, dropout, error, likelihood, concentration):
+    """``out[i, k] = sum_j log P(ALT_ij | DP_ij, z_i = k)`` for one block of cells.
+
+    For the binomial the clone-independent parts are hoisted: with ``a = ALT``, ``b = DP - ALT``,
+    the dropout-free component is ``a log q_kj + b log(1 - q_kj)`` (a matmul over variants) and the
+    two dropout components differ from it by ``a A_kj + b B_kj + C_kj`` with (K x J) tables, so
+    ``log P = log C(DP, ALT) + log(1-δ) + a log q + b log(1-q) + log(1 + e^u + e^v)`` needs two
+    exponentials and one log per (cell, clone, variant), not three binomial log-pmfs.
+    """
+    dtype = af.dtype
+    tiny = jnp.finfo(dtype).tiny
+    a, n = alt, depth
+    b = n - a
+    covered = (n > 0).astype(dtype)
+    log_comb = jnp.where(n > 0, gammaln(n + 1.0) - gammaln(a + 1.0) - gammaln(b + 1.0), 0.0).sum(-1)
+    if likelihood != "binomial":
+        ll = allele_entry_loglik(a[:, None, :], n[:, None, :], af[None], dropout, error, likelihood=likelihood,
+                                 concentration=concentration)
+        return ll.sum(-1)
+    le, l1e = jnp.log(error), jnp.log1p(-error)
+    q = af * (1.0 - error) + (1.0 - af) * error
+    lq, l1q = jnp.log(q), jnp.log1p(-q)
+    base = a @ lq.T + b @ l1q.T + (covered.sum(-1) * jnp.log1p(-dropout))[:, None]
+    c0 = jnp.log(dropout) - jnp.log1p(-dropout)
+    u = a[:, None, :] * (l1e - lq) + b[:, None, :] * (le - l1q) + (c0 + jnp.log(jnp.maximum(af, tiny)))
+    v = a[:, None, :] * (le - lq) + b[:, None, :] * (l1e - l1q) + (c0 + jnp.log(jnp.maximum(1.0 - af, tiny)))
+    m = jnp.maximum(jnp.maximum(u, v), 0.0)
+    corr = m + jnp.log(jnp.exp(-m) + jnp.exp(u - m) + jnp.exp(v - m))
+    return base + (corr * covered[:, None, :]).sum(-1) + log_comb[:, None]
+
+
 @partial(jax.jit, static_argnames=("likelihood",))  # one compiled unit, also when the model runs eagerly
 def allele_loglik(alt, depth, af, dropout, error, *, likelihood="binomial", concentration=None):
     """Cell-by-clone log-likelihood: ``out[i, k] = sum_j log P(ALT_ij | DP_ij, z_i = k)``.
 
     ``alt``, ``depth``: (cells, variants); ``af``: (clones, variants) with germline columns at 0.5.
+    Cells are processed in blocks by a ``lax.scan`` whose body is ``jax.checkpoint``-ed, so the
+    (cells x clones x variants) intermediates of the forward and backward passes never exist at
+    once and each block stays in cache (3-4x faster gradients on a CPU than one big array).
     """
-    ll = allele_entry_loglik(jnp.asarray(alt)[:, None, :], jnp.asarray(depth)[:, None, :], jnp.asarray(af)[None],
-                             dropout, error, likelihood=likelihood, concentration=concentration)
-    return ll.sum(-1)
+    alt, depth = jnp.asarray(alt), jnp.asarray(depth)
+    dtype = jnp.result_type(alt.dtype, jnp.asarray(af).dtype, jnp.float32)
+    alt, depth, af = alt.astype(dtype), depth.astype(dtype), jnp.asarray(af, dtype)
+    N, J = alt.shape
+    K = af.shape[0]
+    block = int(max(1, min(N, _CHUNK_ENTRIES // max(1, K * J))))
+    n_blocks = -(-N // block)
+    pad = n_blocks * block - N
+    if n_blocks == 1:
+        return _chunk_loglik(alt, depth, af, dropout, error, likelihood, concentration)
+    alt_b = jnp.pad(alt, ((0, pad), (0, 0))).reshape(n_blocks, block, J)
+    depth_b = jnp.pad(depth, ((0, pad), (0, 0))).reshape(n_blocks, block, J)
+
+    @jax.checkpoint
+    def body(_, xs):
+        return None, _chunk_loglik(xs[0], xs[1], af, dropout, error, likelihood, concentration)
+
+    _, out = jax.lax.scan(body, None, (alt_b, depth_b))
+    return out.reshape(n_blocks * block, K)[:N]
 
 
 def clone_responsibilities(alt, depth, af, pi, dropout, error, *, likelihood="binomial", concentration=None):
@@ -153,10 +202,13 @@ def clone_responsibilities(alt, depth, af, pi, dropout, error, *, likelihood="bi
 def allele_model(alt=None, depth=None, *, n_cells, n_variants, n_clones, germline_mask=None, likelihood="binomial",
                  model_coverage=False, pi_concentration=2.0, af_prior=(1.0, 1.0), dropout_prior=(2.0, 18.0),
                  error_prior=(2.0, 198.0), concentration_prior=(2.0, 0.02), mean_coverage=10.0,
-                 size_factor_scale=0.3, expression_scale=0.5, dispersion_prior=(4.0, 1.0), gate_prior=(2.0, 8.0)):
+                 size_factor_scale=0.3, expression_scale=0.5, dispersion_prior=(4.0, 1.0), gate_prior=(2.0, 8.0),
+                 subsample_size=None):
     """NumPyro model of ALT/DP counts (cells x variants); maths in the module docstring.
 
     Fitting: pass ``alt`` and ``depth``; clones are marginalised with ``numpyro.factor``.
+    ``subsample_size`` draws that many cells per evaluation (``numpyro.plate`` subsampling; the
+    factor is rescaled by ``N / subsample_size``).
     Simulation: ``alt=None`` samples ``z`` and ``alt`` (and ``depth`` too when ``model_coverage``).
     With ``model_coverage=True`` and ``depth`` given, depth is an observed ZINB site.
 
@@ -194,9 +246,11 @@ def allele_model(alt=None, depth=None, *, n_cells, n_variants, n_clones, germlin
         raise ValueError("depth is required unless model_coverage=True")
 
     if alt is not None:
-        with cells:
-            _, marginal = clone_responsibilities(alt, depth, af, pi, delta, eps, likelihood=likelihood,
-                                                 concentration=kappa)
+        if subsample_size is not None and model_coverage:
+            raise ValueError("subsample_size needs model_coverage=False (depth conditioned on)")
+        with numpyro.plate("cells", N, subsample_size=subsample_size, dim=-2) as idx:
+            a, d = (alt, depth) if subsample_size is None else (jnp.asarray(alt)[idx], jnp.asarray(depth)[idx])
+            _, marginal = clone_responsibilities(a, d, af, pi, delta, eps, likelihood=likelihood, concentration=kappa)
             numpyro.factor("alt_marginal", marginal[:, None])
         return
 
@@ -278,106 +332,6 @@ def simulate_alleles(n_cells=500, n_variants=50, n_clones=3, *, seed=0, **params
     dp = values["depth"].astype(np.int64) if depth is None else depth.astype(np.int64)
     values["depth"] = dp
     return AlleleSimulation(alt=alt, depth=dp, labels=values["z"][:, 0].astype(np.int64), af=values["af"], params=values)
-
-
-# ----------------------------------------------------------------------------------------------
-# SVI fit
-# ----------------------------------------------------------------------------------------------
-
-class AlleleFit(NamedTuple):
-    clone_prob: np.ndarray    # (cells, clones) posterior clone probabilities
-    labels: np.ndarray        # (cells,) argmax clone
-    af: np.ndarray            # (clones, variants) fitted allele frequency (germline at 0.5)
-    pi: np.ndarray            # (clones,)
-    dropout: float
-    error: float
-    concentration: float | None
-    losses: np.ndarray        # (num_steps,) negative ELBO trace
-    log_likelihood: float     # sum over cells of the marginal log-likelihood at the fitted point
-    params: dict              # fitted guide medians (constrained)
-
-
-def fit_allele_svi(alt, depth, n_clones, *, num_steps=2000, lr=0.05, guide="delta", seed=0, likelihood="binomial",
-                   germline_mask=None, **model_kwargs) -> AlleleFit:
-    """MAP (``guide="delta"``, AutoDelta) or mean-field (``"normal"``, AutoNormal) SVI with ``optax.adam``.
-
-    ``svi.run`` is jit-compiled (``progress_bar=False``). Initial clone AFs are the pooled AF of
-    ``n_clones`` distinct random cells, shrunk to the population AF (a symmetric init would stay
-    stuck at the label-symmetric saddle). Clone probabilities come from the fitted point via
-    :func:`clone_responsibilities`.
-    """
-    alt, depth = _check_data(alt, depth)
-    N, J = alt.shape
-    _check_sizes(N, J, n_clones)
-    if guide not in GUIDES:
-        raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-    if germline_mask is not None:
-        germline_mask = np.asarray(germline_mask, bool)
-        if germline_mask.shape != (J,):
-            raise ValueError(f"germline_mask has shape {germline_mask.shape}, expected {(J,)}")
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-
-    rng = np.random.default_rng(seed)
-    pop = (alt.sum(0) + 0.5) / (depth.sum(0) + 1.0)
-    idx = rng.choice(N, size=min(n_clones, N), replace=False)
-    idx = np.resize(idx, n_clones)
-    w = 5.0  # pseudo-depth of the population AF in the shrinkage
-    af0 = (alt[idx] + w * pop) / (depth[idx] + w)
-    af0 = np.clip(af0, 0.02, 0.98).astype(np.float32)
-    init = init_to_value(values={"af_raw": jnp.asarray(af0), "pi": jnp.full(n_clones, 1.0 / n_clones),
-                                 "dropout": 0.1, "error": 0.01})
-
-    kw = dict(n_cells=N, n_variants=J, n_clones=n_clones, germline_mask=germline_mask, likelihood=likelihood,
-              **model_kwargs)
-
-    def model(a, d):
-        return allele_model(a, d, **kw)
-
-    g = AutoDelta(model, init_loc_fn=init) if guide == "delta" else AutoNormal(model, init_loc_fn=init, init_scale=0.05)
-    svi = SVI(model, g, optax.adam(lr), Trace_ELBO())
-    a_j, d_j = jnp.asarray(alt, jnp.float32), jnp.asarray(depth, jnp.float32)
-    key_init, key_run = jax.random.split(jax.random.PRNGKey(seed))
-
-    @jax.jit  # numpyro's guide set-up runs the model eagerly (hundreds of tiny compilations); compile it once
-    def init(key, a, d):
-        state = svi.init(key, a, d)
-        return state, g._init_locs
-
-    state, init_locs = init(key_init, a_j, d_j)
-    g._init_locs = init_locs  # replace the set-up's traced values by concrete ones
-    res = svi.run(key_run, num_steps, a_j, d_j, progress_bar=False, init_state=state)
-    med = _guide_median(res.params, guide)
-    germ = jnp.zeros(J, bool) if germline_mask is None else jnp.asarray(germline_mask)
-    af = jnp.where(germ[None, :], 0.5, med["af_raw"])
-    kappa = med.get("concentration")
-    prob, marginal = clone_responsibilities(a_j, d_j, af, med["pi"], med["dropout"], med["error"],
-                                            likelihood=likelihood, concentration=kappa)
-    prob = np.asarray(prob)
-    return AlleleFit(clone_prob=prob, labels=prob.argmax(1), af=np.asarray(af), pi=np.asarray(med["pi"]),
-                     dropout=float(med["dropout"]), error=float(med["error"]),
-                     concentration=None if kappa is None else float(kappa), losses=np.asarray(res.losses),
-                     log_likelihood=float(marginal.sum()), params={k: np.asarray(v) for k, v in med.items()})
-
-
-_SUPPORTS = {"pi": dist.constraints.simplex, "af_raw": dist.constraints.unit_interval,
-             "dropout": dist.constraints.unit_interval, "error": dist.constraints.unit_interval,
-             "concentration": dist.constraints.positive}
-
-
-def _guide_median(params, guide):
-    """Constrained point estimates from the fitted guide parameters (the guides' own ``median``
-    re-traces the model with the arguments of the jitted set-up, so it is done here instead):
-    AutoDelta stores constrained ``*_auto_loc``; AutoNormal stores unconstrained locations."""
-    out = {}
-    for name, support in _SUPPORTS.items():
-        key = f"{name}_auto_loc"
-        if key in params:
-            loc = params[key]
-            out[name] = loc if guide == "delta" else dist.transforms.biject_to(support)(loc)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------

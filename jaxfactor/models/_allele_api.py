@@ -17,7 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import stats
 
-from ._allele import AlleleFit, clone_responsibilities, fit_allele_svi
+from ._allele import clone_responsibilities
+from ._allele_svi import AlleleFit, fit_allele_svi
 
 __all__ = ["assign_cells", "check_svi_losses", "fit_allele_anndata", "select_n_clones"]
 
@@ -127,24 +128,34 @@ def check_svi_losses(losses):
 # ----------------------------------------------------------------------------------------------
 
 def _af_interval(alt, depth, fit: AlleleFit, germline_mask, af_prior, level=CI_LEVEL):
-    """Approximate equal-tailed ``level`` credible interval for the clone AFs (variants x K each).
+    """Equal-tailed ``level`` credible interval for the clone AFs (variants x K each) and its method.
 
-    ``fit_allele_svi`` returns only the guide's point estimates (not the AutoNormal scales), so
-    the interval comes from a conjugate Beta approximation: with the clone responsibilities
-    ``r_ik`` of the fit held fixed and ignoring allelic dropout and error,
-    ``f_kj ~ Beta(a + sum_i r_ik ALT_ij, b + sum_i r_ik (DP_ij - ALT_ij))`` where ``(a, b)`` is the
-    model's ``af_prior``. Germline columns are fixed at 0.5 (a zero-width interval).
+    - AutoNormal fit (``fit.af_scale`` set): the variational posterior itself,
+      ``logit f_kj ~ Normal(loc_kj, scale_kj)``, so the bounds are
+      ``sigmoid(loc ± z_{(1+level)/2} scale)`` (``"guide"``).
+    - MAP fit: a conjugate Beta approximation: with the clone responsibilities ``r_ik`` held
+      fixed and ignoring allelic dropout and error,
+      ``f_kj ~ Beta(a + sum_i r_ik ALT_ij, b + sum_i r_ik (DP_ij - ALT_ij))`` where ``(a, b)`` is the
+      model's ``af_prior`` (``"beta_approximation"``).
+
+    Germline columns are fixed at 0.5 (a zero-width interval).
     """
-    r = np.asarray(fit.clone_prob, np.float64)
-    a0, b0 = af_prior
-    alt_sum = r.T @ np.asarray(alt, np.float64)              # K x J
-    ref_sum = r.T @ np.asarray(depth - alt, np.float64)
-    post = stats.beta(a0 + alt_sum, b0 + ref_sum)
-    lo, hi = post.ppf((1 - level) / 2), post.ppf(1 - (1 - level) / 2)
+    if fit.af_scale is not None:
+        af = np.clip(np.asarray(fit.params["af_raw"], np.float64), 1e-12, 1 - 1e-12)
+        loc = np.log(af) - np.log1p(-af)
+        z = stats.norm.ppf(1 - (1 - level) / 2)
+        lo, hi = (1 / (1 + np.exp(-(loc + s * z * np.asarray(fit.af_scale)))) for s in (-1, 1))
+        method = "guide"
+    else:
+        r = np.asarray(fit.clone_prob, np.float64)
+        a0, b0 = af_prior
+        post = stats.beta(a0 + r.T @ np.asarray(alt, np.float64), b0 + r.T @ np.asarray(depth - alt, np.float64))
+        lo, hi = post.ppf((1 - level) / 2), post.ppf(1 - (1 - level) / 2)
+        method = "beta_approximation"
     if germline_mask is not None:
         g = np.asarray(germline_mask, bool)
         lo[:, g], hi[:, g] = 0.5, 0.5
-    return lo.T.astype(np.float32), hi.T.astype(np.float32)
+    return lo.T.astype(np.float32), hi.T.astype(np.float32), method
 
 
 def fit_allele_anndata(adata, n_clones: int, *, filter: bool = False, min_maf: float = 5,
@@ -164,12 +175,11 @@ def fit_allele_anndata(adata, n_clones: int, *, filter: bool = False, min_maf: f
 
     - ``obsm['clone_prob']`` (cells x K), ``obs['clone']`` (most probable clone, categorical);
     - ``varm['clone_af']`` (variants x K) point estimates (germline columns 0.5);
-    - ``varm['clone_af_lower']`` / ``varm['clone_af_upper']``: a 90 % credible interval.
-      ``guide="normal"``: from a conjugate Beta approximation of each clone AF given the fitted
+    - ``varm['clone_af_lower']`` / ``varm['clone_af_upper']``: a 90 % credible interval:
+      ``guide="normal"``: the quantiles of the fitted AutoNormal posterior of ``logit f``;
+      ``guide="delta"`` (MAP): a conjugate Beta approximation of each clone AF given the fitted
       responsibilities (``Beta(a + sum_i r_ik ALT_ij, b + sum_i r_ik REF_ij)``, dropout/error
-      ignored; see ``uns['allele_model']['settings']['ci_method']``), because the fit object
-      carries no guide scales. ``guide="delta"`` (MAP): no posterior spread is estimated, so
-      both bounds equal the point estimate;
+      ignored); the method is in ``uns['allele_model']['settings']['ci_method']``;
     - ``uns['allele_model']``: ``losses`` (negative ELBO per step), ``dropout``, ``error``,
       ``pi``, ``concentration`` (beta-binomial only), ``log_likelihood``, ``settings``.
     """
@@ -191,12 +201,8 @@ def fit_allele_anndata(adata, n_clones: int, *, filter: bool = False, min_maf: f
 
     guide = fit_kwargs.get("guide", "delta")
     af = np.asarray(fit.af, np.float32).T  # variants x K
-    if guide == "normal":
-        lo, hi = _af_interval(alt, depth, fit, fit_kwargs.get("germline_mask"), fit_kwargs.get("af_prior", (1.0, 1.0)))
-        ci_method = "beta_approximation"
-    else:
-        lo, hi = af.copy(), af.copy()
-        ci_method = "point_estimate"
+    lo, hi, ci_method = _af_interval(alt, depth, fit, fit_kwargs.get("germline_mask"),
+                                     fit_kwargs.get("af_prior", (1.0, 1.0)))
     k = fit.clone_prob.shape[1]
     out.obsm["clone_prob"] = np.asarray(fit.clone_prob, np.float32)
     out.obs["clone"] = pd.Categorical(np.asarray(fit.labels), categories=np.arange(k))

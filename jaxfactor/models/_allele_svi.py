@@ -1,0 +1,243 @@
+r"""SVI for the allele-count model (:func:`jaxfactor.models._allele.allele_model`).
+
+``fit_allele_svi`` maximises the ELBO with ``optax.adam`` under an ``AutoDelta`` (MAP) or
+``AutoNormal`` (mean-field Gaussian in unconstrained space) guide:
+
+.. math::
+
+    \mathrm{ELBO}(\lambda) = \mathbb E_{q_\lambda(\theta)}\big[\log p(\mathrm{ALT} \mid \mathrm{DP}, \theta)
+      + \log p(\theta) - \log q_\lambda(\theta)\big],
+
+with the clone labels summed out exactly inside :math:`\log p` (Hoffman et al., JMLR 14, 2013;
+Ranganath et al., AISTATS 2014; NumPyro's ``Trace_ELBO``).
+
+Mechanics:
+
+- **One compiled programme per problem shape.** The SVI object, the guide and a jitted
+  ``advance(state, n)`` running ``chunk`` optimiser steps in a ``lax.scan`` are cached on
+  (cells, variants, clones, likelihood, guide, lr, minibatch, prior settings); the data and the
+  germline mask are arguments, so restarts, repeated fits and held-out selection reuse it.
+- **Restarts.** The likelihood surface is multimodal (two clones can merge while a third splits).
+  ``n_restarts`` starts, each from the pooled allele frequencies of ``K`` random cells shrunk to
+  the population AF, run ``restart_steps`` steps; the start with the lowest mean loss over its
+  last steps continues to ``num_steps``.
+- **Cell minibatches.** ``batch_size`` subsamples cells with ``numpyro.plate(..., subsample_size)``;
+  the likelihood term is rescaled by ``N / batch_size`` so the ELBO estimate stays unbiased
+  (Hoffman et al. 2013). Clone probabilities and the reported log-likelihood always use all cells.
+- **Divergence.** The loss trace is checked after every chunk; a NaN/inf raises
+  ``FloatingPointError`` naming the step — a diverged fit is never returned.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import optax
+from numpyro.infer import SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoDelta, AutoNormal
+from numpyro.infer.initialization import init_to_value
+
+from ._allele import GUIDES, LIKELIHOODS, _check_data, _check_sizes, allele_model, clone_responsibilities
+
+__all__ = ["AlleleFit", "fit_allele_svi"]
+
+_SUPPORTS = {"pi": dist.constraints.simplex, "af_raw": dist.constraints.unit_interval,
+             "dropout": dist.constraints.unit_interval, "error": dist.constraints.unit_interval,
+             "concentration": dist.constraints.positive}
+
+
+class AlleleFit(NamedTuple):
+    clone_prob: np.ndarray    # (cells, clones) posterior clone probabilities
+    labels: np.ndarray        # (cells,) argmax clone
+    af: np.ndarray            # (clones, variants) fitted allele frequency (germline at 0.5)
+    pi: np.ndarray            # (clones,)
+    dropout: float
+    error: float
+    concentration: float | None
+    losses: np.ndarray        # (num_steps,) negative ELBO trace of the kept start
+    log_likelihood: float     # sum over cells of the marginal log-likelihood at the fitted point
+    params: dict              # fitted guide medians (constrained)
+    af_scale: np.ndarray | None = None    # (clones, variants) AutoNormal scale of logit(af); None for MAP
+    restart_losses: np.ndarray | None = None  # (n_restarts,) score of every start (mean of its last losses)
+
+
+def _freeze(kwargs: dict):
+    return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in kwargs.items()))
+
+
+@lru_cache(maxsize=16)
+def _engine(n_cells, n_variants, n_clones, likelihood, guide, lr, batch_size, chunk, frozen_kwargs):
+    """SVI object + jitted functions for one problem shape (see the module docstring)."""
+    kw = dict(frozen_kwargs)
+
+    def model(a, d, germ):
+        return allele_model(a, d, n_cells=n_cells, n_variants=n_variants, n_clones=n_clones, germline_mask=germ,
+                            likelihood=likelihood, subsample_size=batch_size, **kw)
+
+    init = init_to_value(values={"af_raw": jnp.full((n_clones, n_variants), 0.5), "dropout": 0.1, "error": 0.01,
+                                 "pi": jnp.full(n_clones, 1.0 / n_clones)})
+    g = AutoDelta(model, init_loc_fn=init) if guide == "delta" else AutoNormal(model, init_loc_fn=init, init_scale=0.05)
+    svi = SVI(model, g, optax.adam(lr), Trace_ELBO())
+
+    @jax.jit  # the guide's set-up traces the model (hundreds of tiny ops eagerly); compile it once
+    def setup(key, a, d, germ):
+        state = svi.init(key, a, d, germ)
+        return state, g._init_locs
+
+    zeros = jnp.zeros((n_cells, n_variants), jnp.float32)
+    state0, locs = setup(jax.random.PRNGKey(0), zeros, zeros, jnp.zeros(n_variants, bool))
+    g._init_locs = locs  # concrete values instead of the set-up's tracers
+    base_params = svi.get_params(state0)
+
+    @jax.jit
+    def start(key, af0, a, d, germ):
+        params = dict(base_params)
+        loc = af0 if guide == "delta" else jnp.log(af0) - jnp.log1p(-af0)
+        params["af_raw_auto_loc"] = loc
+        return svi.init(key, a, d, germ, init_params=params)
+
+    @jax.jit
+    def advance(state, a, d, germ):
+        def body(s, _):
+            s, loss = svi.update(s, a, d, germ)
+            return s, loss
+
+        return jax.lax.scan(body, state, None, length=chunk)
+
+    return svi, start, advance
+
+
+def _initial_afs(alt, depth, n_clones, n_restarts, rng):
+    """Starting clone AFs: the pooled AF of ``n_clones`` random cells, shrunk to the population AF."""
+    N = alt.shape[0]
+    pop = (alt.sum(0) + 0.5) / (depth.sum(0) + 1.0)
+    w = 5.0  # pseudo-depth of the population AF in the shrinkage
+    out = []
+    for _ in range(n_restarts):
+        idx = np.resize(rng.choice(N, size=min(n_clones, N), replace=False), n_clones)
+        out.append(np.clip((alt[idx] + w * pop) / (depth[idx] + w), 0.02, 0.98))
+    return np.asarray(out, np.float32)
+
+
+def _run(advance, state, data, n_steps, chunk, offset):
+    losses = []
+    for _ in range(n_steps // chunk):
+        state, loss = advance(state, *data)
+        loss = np.asarray(loss)
+        bad = np.flatnonzero(~np.isfinite(loss))
+        if bad.size:
+            step = offset + sum(x.size for x in losses) + int(bad[0])
+            raise FloatingPointError(f"SVI diverged at step {step} (loss {loss[bad[0]]}); lower lr or check the data")
+        losses.append(loss)
+    return state, np.concatenate(losses) if losses else np.zeros(0, np.float32)
+
+
+def fit_allele_svi(alt, depth, n_clones, *, num_steps=2000, lr=0.05, guide="delta", seed=0, likelihood="binomial",
+                   germline_mask=None, n_restarts=1, restart_steps=200, batch_size=None, chunk_size=100,
+                   **model_kwargs) -> AlleleFit:
+    """Fit the allele model by SVI; see the module docstring.
+
+    Args:
+      alt, depth: (cells x variants) counts.
+      n_clones: K.
+      num_steps: optimiser steps of the kept start (``restart_steps`` of them shared with the
+        restart phase when ``n_restarts > 1``).
+      lr: Adam learning rate.
+      guide: ``"delta"`` (MAP) or ``"normal"`` (mean-field).
+      n_restarts, restart_steps: random starts and the steps each runs before the best is kept.
+      batch_size: cells per step (``plate`` subsampling); ``None`` uses every cell.
+      chunk_size: steps per compiled call (the loss is checked for NaN between calls).
+      germline_mask: (variants,) bool, sites fixed at AF 0.5 in every clone.
+      model_kwargs: priors of :func:`~jaxfactor.models._allele.allele_model`.
+
+    Raises ``ValueError`` on bad input (before compiling) and ``FloatingPointError`` when the
+    ELBO becomes NaN/inf (the message names the step).
+    """
+    alt, depth = _check_data(alt, depth)
+    N, J = alt.shape
+    _check_sizes(N, J, n_clones)
+    if n_clones > N:
+        raise ValueError(f"n_clones={n_clones} exceeds the number of cells ({N}); use fewer clones")
+    if guide not in GUIDES:
+        raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+    for name, v, lo in (("num_steps", num_steps, 1), ("n_restarts", n_restarts, 1), ("restart_steps", restart_steps, 1),
+                        ("chunk_size", chunk_size, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or not 1 <= batch_size):
+        raise ValueError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
+    if batch_size is not None and batch_size >= N:
+        batch_size = None
+    if not np.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    germ = np.zeros(J, bool) if germline_mask is None else np.asarray(germline_mask, bool)
+    if germ.shape != (J,):
+        raise ValueError(f"germline_mask has shape {germ.shape}, expected {(J,)}")
+    unknown = set(model_kwargs) - _MODEL_PRIORS
+    if unknown:
+        raise ValueError(f"unknown model settings {sorted(unknown)}; valid: {sorted(_MODEL_PRIORS)}")
+
+    chunk = int(min(chunk_size, num_steps))
+    # step counts are rounded up to whole chunks, so one compiled `advance` serves the whole fit
+    num_steps = -(-num_steps // chunk) * chunk
+    restart_steps = min(-(-restart_steps // chunk) * chunk, num_steps) if n_restarts > 1 else 0
+    _, start, advance = _engine(N, J, int(n_clones), likelihood, guide, float(lr), batch_size, chunk,
+                                _freeze(model_kwargs))
+    data = (jnp.asarray(alt, jnp.float32), jnp.asarray(depth, jnp.float32), jnp.asarray(germ))
+    rng = np.random.default_rng(seed)
+    af0s = _initial_afs(alt, depth, n_clones, n_restarts, rng)
+    keys = jax.random.split(jax.random.PRNGKey(seed), n_restarts)
+
+    scores = None
+    if n_restarts > 1:
+        runs = []
+        for r in range(n_restarts):
+            st, ls = _run(advance, start(keys[r], jnp.asarray(af0s[r]), *data), data, restart_steps, chunk, 0)
+            runs.append((st, ls))
+        tail = max(1, min(20, restart_steps // 5))
+        scores = np.array([ls[-tail:].mean() for _, ls in runs])
+        state, first = runs[int(np.argmin(scores))]
+    else:
+        state, first = start(keys[0], jnp.asarray(af0s[0]), *data), np.zeros(0, np.float32)
+    state, rest = _run(advance, state, data, num_steps - first.size, chunk, first.size)
+    losses = np.concatenate([first, rest])
+
+    svi = _engine(N, J, int(n_clones), likelihood, guide, float(lr), batch_size, chunk, _freeze(model_kwargs))[0]
+    raw = svi.get_params(state)
+    med = _guide_median(raw, guide)
+    af = jnp.where(data[2][None, :], 0.5, med["af_raw"])
+    kappa = med.get("concentration")
+    prob, marginal = clone_responsibilities(data[0], data[1], af, med["pi"], med["dropout"], med["error"],
+                                            likelihood=likelihood, concentration=kappa)
+    prob = np.asarray(prob)
+    if not (np.isfinite(prob).all() and np.isfinite(np.asarray(marginal)).all()):
+        raise FloatingPointError("SVI ended at non-finite clone probabilities; lower lr or check the data")
+    af_scale = np.asarray(raw["af_raw_auto_scale"]) if guide == "normal" else None
+    return AlleleFit(clone_prob=prob, labels=prob.argmax(1), af=np.asarray(af), pi=np.asarray(med["pi"]),
+                     dropout=float(med["dropout"]), error=float(med["error"]),
+                     concentration=None if kappa is None else float(kappa), losses=losses,
+                     log_likelihood=float(np.asarray(marginal, np.float64).sum()),
+                     params={k: np.asarray(v) for k, v in med.items()}, af_scale=af_scale, restart_losses=scores)
+
+
+_MODEL_PRIORS = {"pi_concentration", "af_prior", "dropout_prior", "error_prior", "concentration_prior"}
+
+
+def _guide_median(params, guide):
+    """Constrained point estimates from the fitted guide parameters: AutoDelta's ``*_auto_loc``
+    are constrained already (``get_params``); AutoNormal's are unconstrained locations."""
+    out = {}
+    for name, support in _SUPPORTS.items():
+        key = f"{name}_auto_loc"
+        if key in params:
+            loc = params[key]
+            out[name] = loc if guide == "delta" else dist.transforms.biject_to(support)(loc)
+    return out

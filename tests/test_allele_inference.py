@@ -1,0 +1,95 @@
+"""Inference for the allele model: the hoisted/blocked likelihood against the per-entry reference,
+SVI (restarts, minibatches, divergence, compile cache) and NUTS agreeing with SVI."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxfactor.cclone import adjusted_rand_index
+from jaxfactor.models import allele_entry_loglik, allele_loglik, fit_allele_svi, simulate_alleles
+from jaxfactor.models import _allele
+from jaxfactor.models._allele_mcmc import fit_allele_nuts
+from jaxfactor.models._allele_svi import _engine
+
+
+@pytest.mark.parametrize("lik,kappa", [("binomial", None), ("betabinomial", 30.0)])
+def test_blocked_loglik_equals_entrywise_reference(monkeypatch, lik, kappa):
+    rng = np.random.default_rng(0)
+    n, j, k = 161, 13, 3  # odd sizes: the last block is padded
+    depth = rng.poisson(4, (n, j)) * (rng.random((n, j)) < 0.7)
+    depth[:5] = 60  # deep entries: large exponents in the dropout terms
+    alt = rng.binomial(depth, rng.random((n, j)))
+    af = rng.beta(0.5, 0.5, (k, j))
+    af[0, :3] = [0.0, 1.0, 1e-9]  # AF at the boundary
+    with jax.enable_x64(True):
+        a, d, f = (jnp.asarray(x, jnp.float64) for x in (alt, depth, af))
+        ref = allele_entry_loglik(a[:, None, :], d[:, None, :], f[None], 0.2, 0.01, likelihood=lik,
+                                  concentration=kappa).sum(-1)
+        monkeypatch.setattr(_allele, "_CHUNK_ENTRIES", 40 * j * k)  # several blocks (new shape: new trace)
+        got = allele_loglik(a, d, f, 0.2, 0.01, likelihood=lik, concentration=kappa)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-10, atol=1e-8)
+
+        def total(f, fn):
+            return jax.nn.logsumexp(fn(f), axis=1).sum()
+
+        f2 = jnp.clip(f, 0.05, 0.95)
+        g_ref = jax.grad(total)(f2, lambda f: allele_entry_loglik(a[:, None, :], d[:, None, :], f[None], 0.2, 0.01,
+                                                                   likelihood=lik, concentration=kappa).sum(-1))
+        g_new = jax.grad(total)(f2, lambda f: allele_loglik(a, d, f, 0.2, 0.01, likelihood=lik, concentration=kappa))
+        np.testing.assert_allclose(np.asarray(g_new), np.asarray(g_ref), rtol=1e-8, atol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return simulate_alleles(200, 30, 2, seed=1, mean_coverage=3.0, dropout=0.1)
+
+
+def test_svi_minibatch_restarts_and_cache(small):
+    sim = small
+    full = fit_allele_svi(sim.alt, sim.depth, 2, num_steps=300, seed=0)
+    misses = _engine.cache_info().misses
+    again = fit_allele_svi(sim.alt, sim.depth, 2, num_steps=300, seed=0)
+    assert _engine.cache_info().misses == misses  # same shape: the compiled programme is reused
+    np.testing.assert_array_equal(full.losses, again.losses)  # deterministic for a seed
+    mb = fit_allele_svi(sim.alt, sim.depth, 2, num_steps=600, seed=0, batch_size=50)
+    assert adjusted_rand_index(mb.labels, sim.labels) >= 0.9
+    assert mb.clone_prob.shape == (200, 2)
+    # the minibatch loss is an unbiased (rescaled) estimate of the full loss: same scale
+    assert abs(np.median(mb.losses[-100:]) - full.losses[-1]) < 0.1 * abs(full.losses[-1])
+    rs = fit_allele_svi(sim.alt, sim.depth, 2, num_steps=300, seed=0, n_restarts=3, restart_steps=100)
+    assert rs.restart_losses.shape == (3,) and rs.losses.shape == (300,)
+    assert rs.losses[99] == pytest.approx(rs.restart_losses.min(), rel=0.05)
+    assert adjusted_rand_index(rs.labels, sim.labels) >= 0.9
+
+
+def test_svi_divergence_names_the_step(small):
+    with pytest.raises(FloatingPointError, match=r"SVI diverged at step \d+"):
+        fit_allele_svi(small.alt, small.depth, 2, num_steps=100, lr=1e3)
+
+
+def test_bad_svi_settings(small):
+    a, d = small.alt, small.depth
+    for kw in ({"batch_size": 0}, {"n_restarts": 0}, {"lr": -1.0}, {"num_steps": 0}, {"pi_prior": 1.0}):
+        with pytest.raises(ValueError):
+            fit_allele_svi(a, d, 2, **kw)
+    with pytest.raises(ValueError, match="exceeds the number of cells"):
+        fit_allele_svi(a[:3], d[:3], 4)
+
+
+def test_nuts_agrees_with_svi():
+    """SVI (AutoNormal) and NUTS on a 200-cell x 25-variant problem: same clone probabilities and
+    allele-frequency posterior means (within a fraction of the posterior sd)."""
+    sim = simulate_alleles(200, 25, 3, seed=1, mean_coverage=3.0, dropout=0.1)
+    svi = fit_allele_svi(sim.alt, sim.depth, 3, num_steps=1500, guide="normal", lr=0.02, seed=0)
+    nuts = fit_allele_nuts(sim.alt, sim.depth, 3, init=svi, num_warmup=200, num_samples=200, seed=0)
+    assert nuts.divergences <= 5
+    assert np.abs(nuts.clone_prob - svi.clone_prob).max() < 0.05
+    assert (nuts.clone_prob.argmax(1) == svi.labels).mean() >= 0.99
+    diff = np.abs(nuts.af_mean - svi.af)
+    assert diff.mean() < 0.015 and np.median(diff / nuts.af_sd) < 0.5
+    assert abs(nuts.dropout_mean - svi.dropout) < 0.03
+    np.testing.assert_allclose(nuts.pi_mean, svi.pi, atol=0.03)
+    assert adjusted_rand_index(nuts.clone_prob.argmax(1), sim.labels) >= 0.9
+    with pytest.raises(ValueError, match="too large for NUTS"):
+        fit_allele_nuts(np.zeros((5000, 200)), np.zeros((5000, 200)), 4)
