@@ -212,7 +212,9 @@ def fit_allele_anndata(adata, n_clones: int, *, filter: bool = False, min_maf: f
     settings = {"n_clones": int(n_clones), "guide": guide, "filtered": bool(filter), "ci_level": CI_LEVEL,
                 "ci_method": ci_method}
     for name, value in fit_kwargs.items():
-        if name == "germline_mask" and value is not None:
+        if value is None:  # h5ad cannot store None; an absent setting means the default
+            continue
+        if name == "germline_mask":
             value = np.asarray(value, bool)
         settings[name] = value
     uns = {"losses": np.asarray(fit.losses), "dropout": fit.dropout, "error": fit.error,

@@ -17,6 +17,9 @@ ALLELE_FIELDS = {
     "guide": Field(str, "delta", choices=("delta", "normal"), help="AutoDelta (MAP) or AutoNormal"),
     "num_steps": Field(int, 2000, help="SVI steps"),
     "lr": Field(float, 0.05, help="Adam learning rate"),
+    "n_restarts": Field(int, 3, help="random starts, each run restart_steps before the best continues"),
+    "restart_steps": Field(int, 200, help="SVI steps of every start"),
+    "batch_size": Field(int, 0, help="cells per SVI step (plate subsampling); 0: every cell"),
     "filter": Field(bool, False, help="CCLONE's variant/cell filters first"),
     "min_maf": Field(float, 5.0), "filter_germline": Field(bool, True), "min_cell_coverage": Field(float, 10.0),
 }
@@ -60,7 +63,8 @@ class AlleleTask:
             out = fit_allele_anndata(loaded.adata, k, filter=m["filter"], min_maf=m["min_maf"],
                                      filter_germline=m["filter_germline"], min_cell_coverage=m["min_cell_coverage"],
                                      num_steps=m["num_steps"], lr=m["lr"], guide=m["guide"], likelihood=m["likelihood"],
-                                     seed=f["seed"])
+                                     n_restarts=m["n_restarts"], restart_steps=m["restart_steps"],
+                                     batch_size=m["batch_size"] or None, seed=f["seed"])
             losses = np.asarray(out.uns["allele_model"]["losses"], np.float64)
             row = {"n_clones": k, "elbo": float(-losses[-1]), "seconds": time.perf_counter() - t0}
             if loaded.labels is not None:
