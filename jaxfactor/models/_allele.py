@@ -85,21 +85,27 @@ __all__ = ["AlleleSimulation", "GUIDES", "LIKELIHOODS", "allele_entry_loglik", "
 # likelihood (pure functions)
 # ----------------------------------------------------------------------------------------------
 
+def _log_comb(alt, depth):
+    """log C(depth, alt), 0 where depth == 0."""
+    return jnp.where(depth > 0, gammaln(depth + 1.0) - gammaln(alt + 1.0) - gammaln(depth - alt + 1.0), 0.0)
+
+
 def _log_b(alt, depth, p, likelihood, concentration):
-    """log B(alt | depth, p): Binomial, or BetaBinomial with mean p and concentration kappa."""
-    log_comb = gammaln(depth + 1.0) - gammaln(alt + 1.0) - gammaln(depth - alt + 1.0)
+    """log B(alt | depth, p) - log C(depth, alt): Binomial, or BetaBinomial with mean p and
+    concentration kappa, without the binomial coefficient (shared by every component)."""
     if likelihood == "binomial":
-        return log_comb + alt * jnp.log(p) + (depth - alt) * jnp.log1p(-p)
+        return alt * jnp.log(p) + (depth - alt) * jnp.log1p(-p)
     a, b = p * concentration, (1.0 - p) * concentration
     from jax.scipy.special import betaln
 
-    return log_comb + betaln(alt + a, depth - alt + b) - betaln(a, b)
+    return betaln(alt + a, depth - alt + b) - betaln(a, b)
 
 
-def allele_entry_loglik(alt, depth, af, dropout, error, *, likelihood="binomial", concentration=None):
+def allele_entry_loglik(alt, depth, af, dropout, error, *, likelihood="binomial", concentration=None, normalised=True):
     """Per-entry log P(ALT | DP, allele frequency) under the dropout/error mixture (module docstring).
 
     ``alt``, ``depth`` and ``af`` broadcast together; entries with ``depth == 0`` give 0.
+    ``normalised=False`` leaves out ``log C(DP, ALT)``, a constant of the data.
     """
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
@@ -115,14 +121,14 @@ def allele_entry_loglik(alt, depth, af, dropout, error, *, likelihood="binomial"
         jnp.log(dropout) + jnp.log(jnp.maximum(af, tiny)) + _log_b(alt, depth, 1.0 - error, likelihood, concentration),
         jnp.log(dropout) + jnp.log(jnp.maximum(1.0 - af, tiny)) + _log_b(alt, depth, error, likelihood, concentration),
     ])
-    ll = logsumexp(comps, axis=0)
+    ll = logsumexp(comps, axis=0) + (_log_comb(alt, depth) if normalised else 0.0)
     return jnp.where(depth > 0, ll, 0.0)
 
 
 _CHUNK_ENTRIES = 1 << 19  # cells x clones x variants evaluated per chunk (a few MB: stays in cache)
 
 
-def _chunk_loglik(alt, depth, af, dropout, error, likelihood, concentration):
+def _chunk_loglik(alt, depth, af, dropout, error, likelihood, concentration, normalised=True):
     """``out[i, k] = sum_j log P(ALT_ij | DP_ij, z_i = k)`` for one block of cells.
 
     For the binomial the clone-independent parts are hoisted: with ``a = ALT``, ``b = DP - ALT``,
@@ -136,11 +142,11 @@ def _chunk_loglik(alt, depth, af, dropout, error, likelihood, concentration):
     a, n = alt, depth
     b = n - a
     covered = (n > 0).astype(dtype)
-    log_comb = jnp.where(n > 0, gammaln(n + 1.0) - gammaln(a + 1.0) - gammaln(b + 1.0), 0.0).sum(-1)
+    log_comb = _log_comb(a, n).sum(-1)[:, None] if normalised else 0.0
     if likelihood != "binomial":
         ll = allele_entry_loglik(a[:, None, :], n[:, None, :], af[None], dropout, error, likelihood=likelihood,
-                                 concentration=concentration)
-        return ll.sum(-1)
+                                 concentration=concentration, normalised=False)
+        return ll.sum(-1) + log_comb
     le, l1e = jnp.log(error), jnp.log1p(-error)
     q = af * (1.0 - error) + (1.0 - af) * error
     lq, l1q = jnp.log(q), jnp.log1p(-q)
@@ -150,17 +156,19 @@ def _chunk_loglik(alt, depth, af, dropout, error, likelihood, concentration):
     v = a[:, None, :] * (le - lq) + b[:, None, :] * (l1e - l1q) + (c0 + jnp.log(jnp.maximum(1.0 - af, tiny)))
     m = jnp.maximum(jnp.maximum(u, v), 0.0)
     corr = m + jnp.log(jnp.exp(-m) + jnp.exp(u - m) + jnp.exp(v - m))
-    return base + (corr * covered[:, None, :]).sum(-1) + log_comb[:, None]
+    return base + (corr * covered[:, None, :]).sum(-1) + log_comb
 
 
-@partial(jax.jit, static_argnames=("likelihood",))  # one compiled unit, also when the model runs eagerly
-def allele_loglik(alt, depth, af, dropout, error, *, likelihood="binomial", concentration=None):
+@partial(jax.jit, static_argnames=("likelihood", "normalised"))  # one compiled unit, also when run eagerly
+def allele_loglik(alt, depth, af, dropout, error, *, likelihood="binomial", concentration=None, normalised=True):
     """Cell-by-clone log-likelihood: ``out[i, k] = sum_j log P(ALT_ij | DP_ij, z_i = k)``.
 
     ``alt``, ``depth``: (cells, variants); ``af``: (clones, variants) with germline columns at 0.5.
     Cells are processed in blocks by a ``lax.scan`` whose body is ``jax.checkpoint``-ed, so the
     (cells x clones x variants) intermediates of the forward and backward passes never exist at
     once and each block stays in cache (3-4x faster gradients on a CPU than one big array).
+    ``normalised=False`` leaves out the data constant ``sum_j log C(DP_ij, ALT_ij)`` (SVI adds it
+    back once instead of recomputing it every step).
     """
     alt, depth = jnp.asarray(alt), jnp.asarray(depth)
     dtype = jnp.result_type(alt.dtype, jnp.asarray(af).dtype, jnp.float32)
@@ -171,26 +179,27 @@ def allele_loglik(alt, depth, af, dropout, error, *, likelihood="binomial", conc
     n_blocks = -(-N // block)
     pad = n_blocks * block - N
     if n_blocks == 1:
-        return _chunk_loglik(alt, depth, af, dropout, error, likelihood, concentration)
+        return _chunk_loglik(alt, depth, af, dropout, error, likelihood, concentration, normalised)
     alt_b = jnp.pad(alt, ((0, pad), (0, 0))).reshape(n_blocks, block, J)
     depth_b = jnp.pad(depth, ((0, pad), (0, 0))).reshape(n_blocks, block, J)
 
     @jax.checkpoint
     def body(_, xs):
-        return None, _chunk_loglik(xs[0], xs[1], af, dropout, error, likelihood, concentration)
+        return None, _chunk_loglik(xs[0], xs[1], af, dropout, error, likelihood, concentration, normalised)
 
     _, out = jax.lax.scan(body, None, (alt_b, depth_b))
     return out.reshape(n_blocks * block, K)[:N]
 
 
-def clone_responsibilities(alt, depth, af, pi, dropout, error, *, likelihood="binomial", concentration=None):
+def clone_responsibilities(alt, depth, af, pi, dropout, error, *, likelihood="binomial", concentration=None,
+                           normalised=True):
     """Posterior clone probabilities (cells x clones) and per-cell marginal log-likelihood.
 
     ``log r_ik = log pi_k + l_ik - logsumexp_k'(log pi_k' + l_ik')`` with ``l`` from
     :func:`allele_loglik`. Returns ``(probabilities, marginal)``.
     """
     joint = jnp.log(jnp.asarray(pi))[None, :] + allele_loglik(alt, depth, af, dropout, error, likelihood=likelihood,
-                                                                concentration=concentration)
+                                                                concentration=concentration, normalised=normalised)
     marginal = logsumexp(joint, axis=1)
     return jnp.exp(joint - marginal[:, None]), marginal
 
@@ -203,12 +212,13 @@ def allele_model(alt=None, depth=None, *, n_cells, n_variants, n_clones, germlin
                  model_coverage=False, pi_concentration=2.0, af_prior=(1.0, 1.0), dropout_prior=(2.0, 18.0),
                  error_prior=(2.0, 198.0), concentration_prior=(2.0, 0.02), mean_coverage=10.0,
                  size_factor_scale=0.3, expression_scale=0.5, dispersion_prior=(4.0, 1.0), gate_prior=(2.0, 8.0),
-                 subsample_size=None):
+                 subsample_size=None, normalised=True):
     """NumPyro model of ALT/DP counts (cells x variants); maths in the module docstring.
 
     Fitting: pass ``alt`` and ``depth``; clones are marginalised with ``numpyro.factor``.
     ``subsample_size`` draws that many cells per evaluation (``numpyro.plate`` subsampling; the
-    factor is rescaled by ``N / subsample_size``).
+    factor is rescaled by ``N / subsample_size``). ``normalised=False`` drops the data constant
+    ``log C(DP, ALT)`` from the factor (SVI's loss is then offset by that constant).
     Simulation: ``alt=None`` samples ``z`` and ``alt`` (and ``depth`` too when ``model_coverage``).
     With ``model_coverage=True`` and ``depth`` given, depth is an observed ZINB site.
 
@@ -250,7 +260,8 @@ def allele_model(alt=None, depth=None, *, n_cells, n_variants, n_clones, germlin
             raise ValueError("subsample_size needs model_coverage=False (depth conditioned on)")
         with numpyro.plate("cells", N, subsample_size=subsample_size, dim=-2) as idx:
             a, d = (alt, depth) if subsample_size is None else (jnp.asarray(alt)[idx], jnp.asarray(depth)[idx])
-            _, marginal = clone_responsibilities(a, d, af, pi, delta, eps, likelihood=likelihood, concentration=kappa)
+            _, marginal = clone_responsibilities(a, d, af, pi, delta, eps, likelihood=likelihood, concentration=kappa,
+                                                 normalised=normalised)
             numpyro.factor("alt_marginal", marginal[:, None])
         return
 

@@ -24,6 +24,8 @@ Mechanics:
 - **Cell minibatches.** ``batch_size`` subsamples cells with ``numpyro.plate(..., subsample_size)``;
   the likelihood term is rescaled by ``N / batch_size`` so the ELBO estimate stays unbiased
   (Hoffman et al. 2013). Clone probabilities and the reported log-likelihood always use all cells.
+- **The data constant** ``sum log C(DP, ALT)`` is left out of the compiled step and added to
+  the reported losses once.
 - **Divergence.** The loss trace is checked after every chunk; a NaN/inf raises
   ``FloatingPointError`` naming the step — a diverged fit is never returned.
 """
@@ -41,6 +43,7 @@ import optax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoDelta, AutoNormal
 from numpyro.infer.initialization import init_to_value
+from scipy.special import gammaln
 
 from ._allele import GUIDES, LIKELIHOODS, _check_data, _check_sizes, allele_model, clone_responsibilities
 
@@ -77,7 +80,7 @@ def _engine(n_cells, n_variants, n_clones, likelihood, guide, lr, batch_size, ch
 
     def model(a, d, germ):
         return allele_model(a, d, n_cells=n_cells, n_variants=n_variants, n_clones=n_clones, germline_mask=germ,
-                            likelihood=likelihood, subsample_size=batch_size, **kw)
+                            likelihood=likelihood, subsample_size=batch_size, normalised=False, **kw)
 
     init = init_to_value(values={"af_raw": jnp.full((n_clones, n_variants), 0.5), "dropout": 0.1, "error": 0.01,
                                  "pi": jnp.full(n_clones, 1.0 / n_clones)})
@@ -208,7 +211,10 @@ def fit_allele_svi(alt, depth, n_clones, *, num_steps=2000, lr=0.05, guide="delt
     else:
         state, first = start(keys[0], jnp.asarray(af0s[0]), *data), np.zeros(0, np.float32)
     state, rest = _run(advance, state, data, num_steps - first.size, chunk, first.size)
-    losses = np.concatenate([first, rest])
+    # the model left out the data constant sum_ij log C(DP_ij, ALT_ij): put it back in the loss
+    const = np.float32(np.where(depth > 0, gammaln(depth + 1) - gammaln(alt + 1) - gammaln(depth - alt + 1), 0).sum())
+    losses = np.concatenate([first, rest]) - const
+    scores = None if scores is None else scores - const
 
     svi = _engine(N, J, int(n_clones), likelihood, guide, float(lr), batch_size, chunk, _freeze(model_kwargs))[0]
     raw = svi.get_params(state)
