@@ -271,6 +271,101 @@ def _fit_many_jit(alg, data, hp_grid, keys, state0, tol, *, max_iter, chunk_size
     return FitManyResult(*out)
 
 
+SWEEP_AXIS = "sweep"
+
+
+def _check_many(hp_grid, grid_map, mesh):
+    if grid_map not in ("vmap", "map"):
+        raise ValueError(f"grid_map must be 'vmap' or 'map', got {grid_map!r}")
+    if mesh is not None and len(mesh.axis_names) != 1:
+        raise ValueError(f"fit_many shards over a 1-D mesh (see sweep_mesh()); got axes {mesh.axis_names}")
+    hp_grid = _canonical_hp(hp_grid)
+    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree_util.tree_leaves(hp_grid)}
+    if None in sizes or len(sizes) > 1:
+        raise ValueError(
+            "hp_grid leaves must all share one leading grid axis; build it with jaxfactor.hparam_grid(hp, name=[...])"
+        )
+    return hp_grid
+
+
+def sweep_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+    """A 1-D mesh named ``"sweep"`` over ``devices`` (default: every device, all processes).
+
+    The axis type is chosen explicitly (``jax.make_mesh`` defaults to ``Explicit`` since JAX 0.7,
+    older releases to ``Auto``): ``Explicit``, so an array placed on it carries its sharding in
+    its type and nothing outside the fit is silently resharded. The fits themselves run inside
+    ``shard_map`` (manual on that axis): each device runs its own vmapped ``while_loop`` over its
+    slice of the (grid point × seed) pairs, with no collective until the results are gathered.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    return jax.make_mesh((len(devices),), (SWEEP_AXIS,), axis_types=(jax.sharding.AxisType.Explicit,), devices=devices)
+
+
+def _place(x, sharding):
+    """Host value -> global array with ``sharding`` (works with several processes: each process
+    supplies the slices its own devices hold, from its identical copy of ``x``). An array already
+    placed that way is returned as it is (the runner places the data once per run)."""
+    if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+        return x
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def _flat_pairs(hp_grid, keys, n_dev: int):
+    """(G,) grid × (S,) keys -> G·S pairs (point-major), padded to a multiple of ``n_dev`` by
+    repeating the last pair (real numbers, so padded fits are finite; they are dropped after)."""
+    G = jax.tree_util.tree_leaves(hp_grid)[0].shape[0]
+    S = keys.shape[0]
+    n = G * S
+    n_pad = -(-n // n_dev) * n_dev
+    take = np.minimum(np.arange(n_pad), n - 1)
+    hp_flat = jax.tree_util.tree_map(lambda x: np.repeat(np.asarray(x), S, axis=0)[take], hp_grid)
+    key_data = np.asarray(jax.random.key_data(keys) if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) else keys)
+    keys_flat = np.tile(key_data, (G,) + (1,) * (key_data.ndim - 1))[take]
+    return hp_flat, keys_flat, G, S
+
+
+def _sharded_args(mesh, data, hp_grid, keys, state0, tol):
+    """Place the padded pairs on the mesh's sweep axis and replicate data, start state and tol."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    hp_flat, keys_flat, G, S = _flat_pairs(hp_grid, keys, mesh.size)
+    split, repl = NamedSharding(mesh, P(SWEEP_AXIS)), NamedSharding(mesh, P())
+    put = lambda tree, sh: jax.tree_util.tree_map(lambda x: _place(x, sh), tree)
+    dtype = jnp.zeros(()).dtype
+    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    args = (put(data, repl), put(hp_flat, split), put(keys_flat, split), put(state0, repl), _place(np.asarray(tol, dtype), repl))
+    return args, dict(n_grid=G, n_seeds=S, typed_keys=bool(typed))
+
+
+@partial(jax.jit, static_argnames=("alg", "max_iter", "chunk_size", "grid_map", "mesh", "n_grid", "n_seeds", "typed_keys"))
+def _fit_many_sharded_jit(alg, data, hp_flat, keys_flat, state0, tol, *, max_iter, chunk_size, grid_map, mesh,
+                          n_grid, n_seeds, typed_keys):
+    from jax.sharding import PartitionSpec as P
+
+    def local(data, hp, keys, state0, tol):
+        if typed_keys:
+            keys = jax.random.wrap_key_data(keys)
+        one = lambda h, k: _fit_core(alg, data, h, k, state0, tol, max_iter=max_iter, chunk_size=chunk_size)
+        if grid_map == "vmap":
+            res = jax.vmap(one)(hp, keys)
+        else:  # one seed-batch at a time on each device, as the unsharded "map" runs one point at a time
+            res = lax.map(lambda a: one(*a), (hp, keys), batch_size=min(n_seeds, keys.shape[0]))
+        return jax.tree_util.tree_map(lambda x: lax.all_gather(x, SWEEP_AXIS, tiled=True), res)
+
+    rep = P()
+    results = jax.shard_map(local, mesh=mesh, in_specs=(rep, P(SWEEP_AXIS), P(SWEEP_AXIS), rep, rep), out_specs=rep,
+                            check_vma=False)(data, hp_flat, keys_flat, state0, tol)
+    n = n_grid * n_seeds
+    results = jax.tree_util.tree_map(lambda x: x[:n].reshape((n_grid, n_seeds) + x.shape[1:]), results)
+
+    def per_point(res):
+        best, idx = _best_of(res)
+        return best, idx, res.trace[:, -1], res.n_iter, res.converged
+
+    return FitManyResult(*jax.vmap(per_point)(results))
+
+
 def fit_many(
     alg: Algorithm,
     data: PyTree,
@@ -282,6 +377,7 @@ def fit_many(
     chunk_size: int = 10,
     state0: PyTree | None = None,
     grid_map: str = "vmap",
+    mesh: jax.sharding.Mesh | None = None,
 ) -> FitManyResult:
     """Fit every (hyperparameter point × seed) pair in one compiled call; keep the best seed.
 
@@ -292,19 +388,22 @@ def fit_many(
         another inside the compiled call (``lax.map``: memory of one point at a time). Seeds are
         always vmapped.
       state0: optional common starting state (then seeds only matter if ``step`` uses them).
+      mesh: optional 1-D ``jax.sharding.Mesh`` (``sweep_mesh()``): the G·S (point × seed) pairs
+        are flattened, padded to a multiple of the mesh size (the padding is dropped) and split
+        over its devices, each running its share under ``shard_map``; data and ``state0`` are
+        replicated. Every result equals the unsharded one within float tolerance (XLA may fuse
+        a different batch size differently). Works across processes after
+        ``jax.distributed.initialize`` (the results are gathered to every process).
 
     Returns:
       ``FitManyResult``: best restart per point, and every restart's objective / n_iter /
       converged of shape (G, S).
     """
-    if grid_map not in ("vmap", "map"):
-        raise ValueError(f"grid_map must be 'vmap' or 'map', got {grid_map!r}")
-    hp_grid = _canonical_hp(hp_grid)
-    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree_util.tree_leaves(hp_grid)}
-    if None in sizes or len(sizes) > 1:
-        raise ValueError(
-            "hp_grid leaves must all share one leading grid axis; build it with jaxfactor.hparam_grid(hp, name=[...])"
-        )
+    hp_grid = _check_many(hp_grid, grid_map, mesh)
+    if mesh is not None:
+        args, static = _sharded_args(mesh, data, hp_grid, keys, state0, tol)
+        return _fit_many_sharded_jit(alg, *args, max_iter=int(max_iter), chunk_size=int(chunk_size), grid_map=grid_map,
+                                     mesh=mesh, **static)
     return _fit_many_jit(
         alg, data, hp_grid, keys, state0, tol,
         max_iter=int(max_iter), chunk_size=int(chunk_size), grid_map=grid_map,
@@ -379,17 +478,28 @@ def compile_fit_many(
     tol: float = 1e-4,
     chunk_size: int = 10,
     grid_map: str = "vmap",
+    mesh: jax.sharding.Mesh | None = None,
 ):
     """Ahead-of-time compile ``fit_many`` for these shapes (the runner times compilation apart).
 
     Returns ``(run, seconds)`` where ``run(data, hp_grid, keys) -> FitManyResult`` executes the
-    compiled program on arrays of the same shapes and dtypes.
+    compiled program on arrays of the same shapes and dtypes (placed on ``mesh`` if given).
     """
     import time
 
-    hp_grid = _canonical_hp(hp_grid)
+    hp_grid = _check_many(hp_grid, grid_map, mesh)
     static = dict(max_iter=int(max_iter), chunk_size=int(chunk_size), grid_map=grid_map)
     t0 = time.perf_counter()
+    if mesh is not None:
+        args, shape_static = _sharded_args(mesh, data, hp_grid, keys, None, tol)
+        compiled = _fit_many_sharded_jit.lower(alg, *args, mesh=mesh, **static, **shape_static).compile()
+        seconds = time.perf_counter() - t0
+
+        def run_sharded(data, hp_grid, keys):
+            args, _ = _sharded_args(mesh, data, _canonical_hp(hp_grid), keys, None, tol)
+            return compiled(*args)
+
+        return run_sharded, seconds
     compiled = _fit_many_jit.lower(alg, data, hp_grid, keys, None, tol, **static).compile()
     seconds = time.perf_counter() - t0
 

@@ -1,6 +1,8 @@
 """The ``jaxfactor`` command line.
 
     jaxfactor run CONFIG.toml [--set section.key=value ...] [--out DIR] [--force] [--device D]
+                  [--coordinator HOST:PORT --num-processes N --process-id I | --distributed]
+    jaxfactor predict RUN_DIR DATA.h5ad --out OUT.h5ad [--batch-size B] [--device D]
     jaxfactor models
 
 Errors in the config or the data print one line on stderr and exit with status 2.
@@ -25,6 +27,21 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="output folder (default: runs/<config name>)")
     r.add_argument("--force", action="store_true", help="replace an existing output folder")
     r.add_argument("--device", choices=("auto", "cpu", "gpu", "tpu"), default=None, help="override run.device")
+    m = r.add_argument_group("multi-process runs (jax.distributed.initialize; only process 0 writes)")
+    m.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0's coordinator (default: $JAX_COORDINATOR_ADDRESS)")
+    m.add_argument("--num-processes", type=int, default=None, metavar="N", help="default: $JAX_NUM_PROCESSES")
+    m.add_argument("--process-id", type=int, default=None, metavar="I", help="0 .. N-1 (default: $JAX_PROCESS_ID)")
+    m.add_argument("--distributed", action="store_true",
+                   help="initialise from the cluster JAX detects (SLURM, Open MPI, Kubernetes, Cloud TPU)")
+    pr = sub.add_parser("predict", help="apply a fitted run to new cells (compiled fixed-size batches)")
+    pr.add_argument("run_dir", help="a results folder written by jaxfactor run")
+    pr.add_argument("data", help="an .h5ad with the new cells (read in backed mode, streamed in batches)")
+    pr.add_argument("--out", required=True, help="output .h5ad (obs of the new cells, predictions in obsm/obs)")
+    pr.add_argument("--batch-size", type=int, default=None, help="cells per compiled batch (default: per model)")
+    pr.add_argument("--device", choices=("auto", "cpu", "gpu", "tpu"), default="auto")
+    pr.add_argument("--force", action="store_true", help="replace an existing output file")
+    pr.add_argument("--x64", action="store_true", help="compute in float64")
     sub.add_parser("models", help="list the models and their config keys")
     return p
 
@@ -39,9 +56,13 @@ def _summary(out: str, records: list[dict]) -> str:
             params += "; vs truth: " + ", ".join(f"{k}={v:.4g}" for k, v in r["truth"].items())
         state = "converged" if r["converged"] else "max_iter"
         lines.append(f"  {r['id']}: objective {r['objective']:.6g} after {r['n_iter']} iterations ({state}); {params}")
-    first = records[0]
-    lines.append(f"  compile {sum({r['group']: r['compile_seconds'] for r in records}.values()):.2f} s, "
-                 f"fit {sum({r['group']: r['seconds'] for r in records}.values()):.2f} s ({first['group_points']} point(s) per compiled call)")
+    fitted = [r for r in records if not r.get("resumed")]
+    if fitted:
+        lines.append(f"  compile {sum({r['group']: r['compile_seconds'] for r in fitted}.values()):.2f} s, "
+                     f"fit {sum({r['group']: r['seconds'] for r in fitted}.values()):.2f} s "
+                     f"({fitted[0]['group_points']} point(s) per compiled call)")
+    if len(fitted) < len(records):
+        lines.append(f"  {len(records) - len(fitted)} point(s) resumed from an interrupted run, {len(fitted)} fitted now")
     return "\n".join(lines)
 
 
@@ -54,14 +75,26 @@ def main(argv: list[str] | None = None) -> int:
             hp = f"; hyperparameters {', '.join(spec.hparams)}" if spec.hparams else ""
             print(f"{name}: static {', '.join(spec.static)}{hp}; data simulators {', '.join(spec.simulators)}")
         return 0
-    from ._run import run
-
     try:
+        if args.command == "predict":
+            from ._predict import predict
+
+            predict(args.run_dir, args.data, args.out, batch_size=args.batch_size, device=args.device,
+                    force=args.force, x64=args.x64)
+            return 0
+        from ._distributed import initialize, process_index
+
+        initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
+        from ._run import run
+
         out, records = run(args.config, overrides=args.overrides, out=args.out, force=args.force, device=args.device)
     except (ValueError, FloatingPointError) as exc:
         msg = " ".join(str(exc).split())
         print(f"jaxfactor: error: {msg}", file=sys.stderr)
         return 2
+    if process_index() != 0:
+        print(f"process {process_index()}: finished {len(records)} sweep point(s); process 0 writes {out}")
+        return 0
     print(_summary(out, records))
     return 0
 

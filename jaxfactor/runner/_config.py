@@ -122,6 +122,8 @@ def build_config(raw: dict, *, config_dir: str, overrides: list[str] = ()) -> Ru
     for key in ("max_iter", "n_restarts", "chunk_size"):
         if key in fit and fit[key] < 1:
             raise ConfigError(f"fit.{key} must be >= 1, got {fit[key]}")
+    if run["max_points_per_call"] < 0:
+        raise ConfigError(f"run.max_points_per_call must be >= 0 (0: all points of a group in one call), got {run['max_points_per_call']}")
     if fit.get("tol", 0) < 0:
         raise ConfigError(f"fit.tol must be >= 0, got {fit['tol']}")
 

@@ -172,6 +172,7 @@ class GMMTask:
             out.obsm["gmm_proba"] = res.predict_proba(X).astype(np.float32)
             out.obs["gmm_label"] = labels.astype(str)
             out.uns["gmm"] = {"weights": res.weights, "means": res.means, "covariance_type": res.covariance_type,
+                              "covariances": res.covariances, "precisions_cholesky": res.precisions_cholesky,
                               "log_likelihood": res.log_likelihood, "trace": res.trace}
             return out
 

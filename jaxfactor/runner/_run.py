@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 
@@ -17,12 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import __version__
-from .._fit import compile_fit_many, completed_trace
+from .._fit import _place, compile_fit_many, completed_trace
 from ..data import SIMULATORS, load_any
 from ._config import RunConfig, load_config
 from ._devices import resolve_device
+from ._distributed import from_process_0, is_writer
 from ._models import to_device_array
 from ._output import atomic_dir, check_out_dir, write_figures, write_json, write_toml
+from ._resume import SweepStore
+from ._sharding import check_memory, describe, make_mesh
 
 
 @dataclass
@@ -56,62 +60,119 @@ def _groups(cfg: RunConfig) -> list[tuple[dict, list[int]]]:
     return list(groups.values())
 
 
-def _progress(cfg: RunConfig, total: int):
+def _progress(cfg: RunConfig, total: int, initial: int = 0):
     from tqdm.auto import tqdm
 
     disable = (not cfg.run["progress"]) or bool(os.environ.get("CI")) or total <= 1
-    return tqdm(total=total, desc="sweep points", unit="pt", disable=disable)
+    return tqdm(total=total, initial=initial, desc="sweep points", unit="pt", disable=disable)
 
 
-def execute(cfg: RunConfig, X: np.ndarray, device, truth: dict | None = None) -> list[dict]:
-    """Fit every sweep point; return one record per point (arrays and metrics)."""
+def _chunks(cfg: RunConfig, idx: list[int]) -> list[list[int]]:
+    size = cfg.run["max_points_per_call"] or len(idx)
+    return [idx[s:s + size] for s in range(0, len(idx), size)]
+
+
+def _hp_grid(cfg: RunConfig, idx: list[int]):
+    rows = [cfg.spec.make_hparams(cfg.points[i]) for i in idx]
+    return jax.tree_util.tree_map(lambda *xs: jnp.asarray(xs), *rows)
+
+
+def check_sweep_memory(cfg: RunConfig, X: np.ndarray, device, mesh, available=None) -> None:
+    """One-line error before compiling if a compiled call of this sweep would not fit in memory."""
+    dtype = jnp.float64 if cfg.run["x64"] else jnp.float32
+    data = jax.ShapeDtypeStruct(X.shape, dtype)
+    for static, idx in _groups(cfg):
+        n_points = len(_chunks(cfg, idx)[0])
+        alg = cfg.spec.build(static)
+        where = "of " + ", ".join(f"{k}={v}" for k, v in static.items())
+        check_memory(alg, data, cfg.spec.make_hparams(cfg.points[idx[0]]), n_points=n_points,
+                     n_seeds=cfg.fit["n_restarts"], grid_map=cfg.run["grid_map"], device=device, mesh=mesh,
+                     where=where, available=available)
+
+
+def execute(cfg: RunConfig, X: np.ndarray, device, truth: dict | None = None, *, mesh=None,
+            store: SweepStore | None = None, finished: np.ndarray | None = None) -> list[dict]:
+    """Fit every sweep point; return one record per point (arrays and metrics).
+
+    Points sharing their static keys run in compiled calls of ``run.max_points_per_call`` points
+    (all of them by default), sharded over ``mesh`` if given. With a ``store``, points marked
+    ``finished`` are loaded instead of fitted and every newly finished point is saved at once.
+    """
+    from jax.sharding import NamedSharding, PartitionSpec
+
     spec, fitc = cfg.spec, cfg.fit
-    records: list[dict | None] = [None] * len(cfg.points)
-    Xd = jax.device_put(to_device_array(X, cfg.run["x64"]), device)
-    keys = jax.device_put(jax.random.split(jax.random.PRNGKey(fitc["seed"]), fitc["n_restarts"]), device)
-    groups = _groups(cfg)
-    with _progress(cfg, len(cfg.points)) as bar:
-        for g, (static, idx) in enumerate(groups):
+    n = len(cfg.points)
+    finished = np.zeros(n, bool) if finished is None else np.asarray(finished, bool)
+    records: list[dict | None] = [None] * n
+    if store is not None and store.writer:
+        for i in np.flatnonzero(finished):
+            records[i] = store.load(int(i))
+    dtype = jnp.float64 if cfg.run["x64"] else jnp.float32
+    keys = jax.random.split(jax.random.PRNGKey(fitc["seed"]), fitc["n_restarts"])
+    if mesh is None:
+        Xd = jax.device_put(to_device_array(X, cfg.run["x64"]), device)
+        keys = jax.device_put(keys, device)
+    else:  # replicated once on every device of the mesh; fit_many splits the points
+        Xd = _place(np.asarray(X, dtype), NamedSharding(mesh, PartitionSpec()))
+    n_call = 0
+    with _progress(cfg, n, int(finished.sum())) as bar:
+        for static, idx in _groups(cfg):
             alg = spec.build(static)
-            rows = [spec.make_hparams(cfg.points[i]) for i in idx]
-            hp_grid = jax.tree_util.tree_map(lambda *xs: jnp.asarray(xs), *rows)
-            hp_grid = jax.device_put(hp_grid, device)
-            run, compile_s = compile_fit_many(
-                alg, Xd, hp_grid, keys, max_iter=fitc["max_iter"], tol=fitc["tol"],
-                chunk_size=fitc["chunk_size"], grid_map=cfg.run["grid_map"],
-            )
-            t0 = time.perf_counter()
-            out = jax.block_until_ready(run(Xd, hp_grid, keys))
-            seconds = time.perf_counter() - t0
-            for j, i in enumerate(idx):
-                best = jax.tree_util.tree_map(lambda x: np.asarray(x[j]), out.best)
-                n_iter = int(best.n_iter)
-                trace, trace_iter = completed_trace(best, fitc["chunk_size"])
-                if not np.all(np.isfinite(trace)):
-                    raise FloatingPointError(
-                        f"sweep point p{i:03d} ({cfg.points[i]}) produced a non-finite objective; lower the penalties or check the data scale"
+            compiled: dict[int, tuple] = {}  # one compilation per call size within a group
+            for chunk in _chunks(cfg, [i for i in idx if not finished[i]]):
+                hp_grid = _hp_grid(cfg, chunk)
+                if mesh is None:
+                    hp_grid = jax.device_put(hp_grid, device)
+                if len(chunk) not in compiled:
+                    compiled[len(chunk)] = compile_fit_many(
+                        alg, Xd, hp_grid, keys, max_iter=fitc["max_iter"], tol=fitc["tol"],
+                        chunk_size=fitc["chunk_size"], grid_map=cfg.run["grid_map"], mesh=mesh,
                     )
-                records[i] = {
-                    "id": f"p{i:03d}",
-                    "shown": [*spec.static, *(k for k in cfg.sweep if k not in spec.static)],
-                    "params": cfg.points[i],
-                    "objective": float(trace[-1]),
-                    "n_iter": n_iter,
-                    "converged": bool(best.converged),
-                    "best_restart": int(out.best_index[j]),
-                    "restart_objectives": np.asarray(out.objective[j]).tolist(),
-                    "group": g,
-                    "group_points": len(idx),
-                    "seconds": seconds,
-                    "compile_seconds": compile_s,
-                    "arrays": spec.outputs(best.state, static),
-                    "trace": trace,
-                    "trace_iter": trace_iter,
-                }
-                if truth is not None:
-                    records[i]["truth"] = spec.truth_metrics(records[i]["arrays"], truth)
-            bar.update(len(idx))
+                    compile_s = compiled[len(chunk)][1]
+                else:
+                    compile_s = 0.0
+                run_call = compiled[len(chunk)][0]
+                t0 = time.perf_counter()
+                out = jax.block_until_ready(run_call(Xd, hp_grid, keys))
+                seconds = time.perf_counter() - t0
+                for j, i in enumerate(chunk):
+                    records[i] = _record(cfg, i, static, out, j, n_call, len(chunk), seconds, compile_s, truth)
+                    if store is not None:
+                        store.save(i, records[i])
+                n_call += 1
+                bar.update(len(chunk))
     return records
+
+
+def _record(cfg: RunConfig, i: int, static: dict, out, j: int, n_call: int, n_points: int, seconds: float,
+            compile_s: float, truth: dict | None) -> dict:
+    spec, fitc = cfg.spec, cfg.fit
+    best = jax.tree_util.tree_map(lambda x: np.asarray(x[j]), out.best)
+    trace, trace_iter = completed_trace(best, fitc["chunk_size"])
+    if not np.all(np.isfinite(trace)):
+        raise FloatingPointError(
+            f"sweep point p{i:03d} ({cfg.points[i]}) produced a non-finite objective; lower the penalties or check the data scale"
+        )
+    record = {
+        "id": f"p{i:03d}",
+        "shown": [*spec.static, *(k for k in cfg.sweep if k not in spec.static)],
+        "params": cfg.points[i],
+        "objective": float(trace[-1]),
+        "n_iter": int(best.n_iter),
+        "converged": bool(best.converged),
+        "best_restart": int(out.best_index[j]),
+        "restart_objectives": np.asarray(out.objective[j]).tolist(),
+        "group": n_call,
+        "group_points": n_points,
+        "seconds": seconds,
+        "compile_seconds": compile_s,
+        "arrays": spec.outputs(best.state, static),
+        "trace": trace,
+        "trace_iter": trace_iter,
+    }
+    if truth is not None:
+        record["truth"] = spec.truth_metrics(record["arrays"], truth)
+    return record
 
 
 def _write_results(tmp: str, cfg: RunConfig, data: LoadedData, records: list[dict], meta: dict) -> None:
@@ -141,8 +202,8 @@ def _write_results(tmp: str, cfg: RunConfig, data: LoadedData, records: list[dic
         write_figures(tmp, traces, {r["id"]: cfg.spec.heatmaps(r["arrays"]) for r in records})
 
 
-def _meta(cfg: RunConfig, dev, shape, seconds) -> dict:
-    return {
+def _meta(cfg: RunConfig, dev, shape, seconds, mesh=None) -> dict:
+    meta = {
         "model": cfg.spec.name,
         "data_shape": shape,
         "device": str(dev),
@@ -153,6 +214,13 @@ def _meta(cfg: RunConfig, dev, shape, seconds) -> dict:
         "x64": cfg.run["x64"],
         "total_seconds": seconds,
     }
+    if mesh is not None:
+        meta.update(sharded_devices=int(mesh.size), processes=jax.process_count())
+    return meta
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _run_pipeline(cfg: RunConfig, out: str, force: bool):
@@ -168,6 +236,8 @@ def _run_pipeline(cfg: RunConfig, out: str, force: bool):
             outcome = task.execute(cfg, loaded)
         shape = list(loaded.X.shape) if hasattr(loaded, "X") else [int(loaded.adata.n_obs), int(loaded.adata.n_vars)]
         meta = _meta(cfg, dev, shape, time.perf_counter() - t0)
+        if not is_writer():
+            return out, outcome.records
         with atomic_dir(out, force) as tmp:
             write_toml(os.path.join(tmp, "config.toml"), cfg.raw)
             write_json(os.path.join(tmp, "metrics.json"), {**meta, "points": [{k: v for k, v in r.items() if k != "summary"} for r in outcome.records]})
@@ -179,9 +249,41 @@ def _run_pipeline(cfg: RunConfig, out: str, force: bool):
     return out, outcome.records
 
 
+def _open_store(cfg: RunConfig, out: str, force: bool, log) -> tuple[SweepStore, np.ndarray]:
+    """The partial folder of this run: refuse another config's points (unless ``force``), load
+    which points are finished. Process 0 decides; every process gets its answer."""
+    store = SweepStore(out, cfg.raw, len(cfg.points), writer=is_writer())
+    status = np.zeros(1 + len(cfg.points), np.int32)
+    message = None
+    if store.writer:
+        message = store.conflict()
+        if message is not None and not force:
+            status[0] = 1
+        else:
+            store.open(discard=message is not None)
+            if message is not None:
+                log(f"discarding {store.path}: its points came from a different config (--force)")
+            status[1:] = store.finished()
+    status = from_process_0(status)
+    if status[0]:
+        raise ValueError(message or f"{store.path} holds finished sweep points of a different config; pass --force to discard them")
+    finished = status[1:].astype(bool)
+    if finished.any() and store.writer:
+        ids = [f"p{i:03d}" for i in np.flatnonzero(finished)]
+        shown = ", ".join(ids[:8]) + (", ..." if len(ids) > 8 else "")
+        log(f"resuming: {finished.sum()} of {len(finished)} sweep points already finished in {store.path} ({shown}); "
+            f"fitting the other {len(finished) - finished.sum()}")
+    return store, finished
+
+
 def run(config_path: str, *, overrides: list[str] = (), out: str | None = None, force: bool = False,
-        device: str | None = None) -> tuple[str, list[dict]]:
-    """Run a config end to end. Returns the output folder and the per-point records."""
+        device: str | None = None, log=_log) -> tuple[str, list[dict]]:
+    """Run a config end to end. Returns the output folder and the per-point records.
+
+    Sweeps of algorithm models are resumable: finished points are kept in ``.NAME.partial``
+    beside the output folder until the run is written (see ``_resume``); rerunning the same
+    command fits only the missing points. In a multi-process run only process 0 writes.
+    """
     if device is not None:
         overrides = [*overrides, f"run.device={device}"]
     cfg = load_config(config_path, overrides)
@@ -191,13 +293,21 @@ def run(config_path: str, *, overrides: list[str] = (), out: str | None = None, 
         return _run_pipeline(cfg, out, force)
     with jax.enable_x64(cfg.run["x64"]):
         dev = resolve_device(cfg.run["device"])
+        mesh = make_mesh(cfg.run["shard"], dev)
         data = load_data(cfg)
         X = cfg.spec.check_data(data.X)
         for static, _ in _groups(cfg):
             cfg.spec.check_static(static, X.shape)
+        check_sweep_memory(cfg, X, dev, mesh)
+        store, finished = _open_store(cfg, out, force, log)
+        if mesh is not None and store.writer:
+            log(f"sweep on {describe(dev, mesh)}")
         t0 = time.perf_counter()
-        records = execute(cfg, X, dev, data.truth)
-        meta = _meta(cfg, dev, list(X.shape), time.perf_counter() - t0)
+        records = execute(cfg, X, dev, data.truth, mesh=mesh, store=store, finished=finished)
+        meta = _meta(cfg, dev, list(X.shape), time.perf_counter() - t0, mesh)
+        if not store.writer:
+            return out, [r for r in records if r is not None]
         with atomic_dir(out, force) as tmp:
             _write_results(tmp, cfg, data, records, meta)
+        store.remove()
     return out, records
