@@ -14,15 +14,15 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # jaxfactor.cclone pulls in scipy.optimize; import it on first use, not with jaxfactor.
-    if name == "cclone":
+    # jaxfactor.cclone pulls in scipy.optimize; import it (and jaxfactor.zinbwave) on first use, not with jaxfactor.
+    if name in ("cclone", "zinbwave"):
         import importlib
 
-        return importlib.import_module(".cclone", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'jaxfactor' has no attribute {name!r}")
 
 
 __all__ = [
-    "Algorithm", "ConvergenceWarning", "FitManyResult", "cclone", "FitResult", "__version__", "data", "fit", "fit_batch", "fit_fixed", "fit_many", "fit_restarts", "hparam_grid",
+    "Algorithm", "ConvergenceWarning", "FitManyResult", "cclone", "zinbwave", "FitResult", "__version__", "data", "fit", "fit_batch", "fit_fixed", "fit_many", "fit_restarts", "hparam_grid",
     "mixture", "nmf", "registered",
 ]

@@ -6,6 +6,7 @@ from ._simulate import SIMULATORS, NMFSimulation, simulate_nmf
 from ._simulate_clones import CloneSimulation, simulate_clones
 from ._simulate_gmm import GMMSimulation, simulate_gmm
 from ._simulate_ppca import PPCASimulation, simulate_ppca
+from ._simulate_zinb import ZINBSimulation, simulate_zinb
 from ._variants import (
     WEIGHT_MODES, call_matrix, check_allele_counts, filter_variants, variant_matrices, weight_matrix,
 )
@@ -15,5 +16,5 @@ __all__ = [
     "simulate_nmf",
     "WEIGHT_MODES", "call_matrix", "check_allele_counts", "filter_variants", "read_cellsnp", "variant_matrices",
     "weight_matrix", "CloneSimulation", "simulate_clones", "PPCASimulation", "simulate_ppca",
-    "GMMSimulation", "simulate_gmm",
+    "GMMSimulation", "simulate_gmm", "ZINBSimulation", "simulate_zinb",
 ]

@@ -6,10 +6,12 @@ from ._nmf_init import INITS, nndsvd_init, random_init, randomized_svd
 from ._wnmf import (
     WNMF_METHODS, WNMFData, WNMFHparams, WNMFState, box_qp_rows, weighted_loss, wnmf_bcd, wnmf_data, wnmf_mu,
 )
+from ._zinb import ZINBData, ZINBHparams, ZINBState, zinbwave_algorithm
+from ._zinb_fit import ZINBWaVEResult, fit_zinbwave
 
 __all__ = [
     "INITS", "METHODS", "ConvergenceWarning", "NMFHparams", "NMFResult", "NMFState", "fit", "frobenius_objective",
     "kl_objective", "nmf_kl", "nmf_mu", "nmf_pgd", "nndsvd_init", "random_init", "randomized_svd",
     "WNMF_METHODS", "WNMFData", "WNMFHparams", "WNMFState", "box_qp_rows", "weighted_loss", "wnmf_bcd", "wnmf_data",
-    "wnmf_mu",
+    "wnmf_mu", "ZINBData", "ZINBHparams", "ZINBState", "ZINBWaVEResult", "fit_zinbwave", "zinbwave_algorithm",
 ]

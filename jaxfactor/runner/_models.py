@@ -136,7 +136,16 @@ def _allele_spec() -> ModelSpec:
                      fit_keys=("seed",), sweepable=("n_clones",), pipeline=AlleleTask())
 
 
-MODELS: dict[str, ModelSpec] = {"nmf": NMF, "cclone": _cclone_spec(), **_mixture_specs(), "allele_model": _allele_spec()}
+def _zinbwave_spec() -> ModelSpec:
+    from ._zinbwave_task import ZINBWAVE_FIELDS, ZINBWaveTask
+    from ..data import simulate_zinb
+
+    return ModelSpec(name="zinbwave", static=ZINBWAVE_FIELDS, hparams={}, simulators={"zinb": simulate_zinb},
+                     fit_keys=("max_iter", "tol", "seed"), sweepable=("n_components",), pipeline=ZINBWaveTask())
+
+
+MODELS: dict[str, ModelSpec] = {"nmf": NMF, "cclone": _cclone_spec(), **_mixture_specs(), "allele_model": _allele_spec(),
+                                "zinbwave": _zinbwave_spec()}
 
 
 def get_model(name: Any) -> ModelSpec:

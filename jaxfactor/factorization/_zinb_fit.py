@@ -1,0 +1,362 @@
+"""ZINB-WaVE on count matrices: input checks, the fit, and W for new cells.
+
+``fit_zinbwave(Y, n_components, X=..., V=...)`` returns a ``ZINBWaVEResult`` (NumPy arrays);
+``jaxfactor.zinbwave.fit`` wraps it for AnnData. Every input check raises a one-line
+``ValueError`` before anything is compiled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .._fit import check_finished, fit
+from .._validate import as_matrix, check_nonnegative_float, check_positive_int
+from ._zinb import (
+    ZINBData, ZINBHparams, ZINBState, _cell_block, default_hparams, penalized_log_likelihood, predictors, zinbwave_algorithm,
+)
+from ._zinb_lik import zinb_log_prob
+
+
+# --------------------------------------------------------------------------------------------
+# checks
+
+
+def check_counts(Y, name: str = "counts") -> np.ndarray:
+    """Finite, non-negative, integer-valued 2-D counts as float64 (sparse is densified)."""
+    Y = as_matrix(Y, name, nonnegative=False)
+    if Y.min() < 0:
+        raise ValueError(f"{name} has {int(np.count_nonzero(Y < 0))} negative entries; ZINB-WaVE needs non-negative counts")
+    n_frac = np.count_nonzero(Y != np.round(Y))
+    if n_frac:
+        raise ValueError(f"{name} has {n_frac} non-integer entries; ZINB-WaVE models raw counts (not normalised or log values)")
+    return Y.astype(np.float64, copy=False)
+
+
+def zero_rows_cols(Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of the all-zero cells (rows) and genes (columns)."""
+    return ~np.any(Y > 0, axis=1), ~np.any(Y > 0, axis=0)
+
+
+def check_design(Z, n: int, name: str, what: str, *, full_rank: bool = True) -> np.ndarray:
+    """A finite (n, p) covariate matrix of full column rank (p may be 0)."""
+    try:
+        Z = np.asarray(Z, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric matrix ({exc})") from None
+    if Z.ndim == 1:
+        Z = Z[:, None]
+    if Z.ndim != 2 or Z.shape[0] != n:
+        raise ValueError(f"{name} must have one row per {what} ({n}), got shape {Z.shape}")
+    bad = np.count_nonzero(~np.isfinite(Z))
+    if bad:
+        raise ValueError(f"{name} has {bad} NaN or infinite entries; impute or drop them before fitting")
+    if full_rank and Z.shape[1] and np.linalg.matrix_rank(Z) < Z.shape[1]:
+        raise ValueError(f"{name} is rank-deficient (rank {np.linalg.matrix_rank(Z)} < {Z.shape[1]} columns); drop collinear columns")
+    return Z
+
+
+def check_offset(O, shape, name: str):
+    if O is None:
+        return None
+    O = as_matrix(O, name, nonnegative=False)
+    if O.shape != tuple(shape):
+        raise ValueError(f"{name} must have the shape of the counts {tuple(shape)}, got {O.shape}")
+    return O
+
+
+def check_rank(n_components, shape) -> int:
+    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)):
+        raise ValueError(f"n_components must be an integer, got {n_components!r}")
+    if not 0 <= n_components < min(shape):
+        raise ValueError(f"n_components={n_components} is out of range for {shape[0]} cells x {shape[1]} genes; "
+                         f"choose 0 <= n_components < {min(shape)}")
+    return int(n_components)
+
+
+def _dtype():
+    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+
+
+def observational_weights(y, log_mu, logit_pi, zeta, floor: float = 1e-15) -> np.ndarray:
+    """``(1 − π) NB(y) / (π 1{y=0} + (1 − π) NB(y))`` in float64 NumPy: 1 where y > 0 and
+    ``σ(l0 − logit π)`` at zeros (l0 = log NB(0) = −θ log(1 + μ/θ)), floored at ``floor``
+    (zinbwave's ``computeObservationalWeights``)."""
+    from scipy.special import expit
+
+    theta = np.exp(zeta)
+    l0 = -theta * np.logaddexp(0.0, log_mu - zeta)
+    return np.maximum(np.where(y > 0, 1.0, expit(l0 - logit_pi)), floor)
+
+
+# --------------------------------------------------------------------------------------------
+# result
+
+
+@dataclass(frozen=True)
+class ZINBWaVEResult:
+    """A fitted ZINB-WaVE model (zinbwave's layout: β M × J, γ L × n, W n × K, α K × J).
+
+    Attributes:
+      W, alpha_mu, alpha_pi, beta_mu, beta_pi, gamma_mu, gamma_pi: parameters (module ``_zinb``).
+      zeta: (J,) log θ; ``theta`` is e^ζ (``dispersion`` = 1/θ).
+      X, V, O_mu, O_pi: the designs and offsets the model was fitted with.
+      penalized_log_likelihood: PLL at the fit (the maximised quantity).
+      log_likelihood: the ZINB log-likelihood alone.
+      trace: PLL at the start and after every outer iteration (non-decreasing).
+      n_iter, converged: outer iterations run; whether the relative change fell below ``tol``.
+      hparams: the penalties used (``ZINBHparams`` of NumPy arrays).
+      zero_inflation, common_dispersion: the model variant.
+    """
+
+    W: np.ndarray
+    alpha_mu: np.ndarray
+    alpha_pi: np.ndarray
+    beta_mu: np.ndarray
+    beta_pi: np.ndarray
+    gamma_mu: np.ndarray
+    gamma_pi: np.ndarray
+    zeta: np.ndarray
+    X: np.ndarray
+    V: np.ndarray
+    O_mu: np.ndarray | None
+    O_pi: np.ndarray | None
+    penalized_log_likelihood: float
+    log_likelihood: float
+    trace: np.ndarray
+    n_iter: int
+    converged: bool
+    hparams: ZINBHparams = field(repr=False)
+    zero_inflation: bool = True
+    common_dispersion: bool = False
+
+    @property
+    def n_components(self) -> int:
+        return self.W.shape[1]
+
+    @property
+    def theta(self) -> np.ndarray:
+        return np.exp(self.zeta)
+
+    @property
+    def state(self) -> ZINBState:
+        return ZINBState(self.beta_mu, self.beta_pi, self.gamma_mu, self.gamma_pi, self.W, self.alpha_mu, self.alpha_pi, self.zeta)
+
+    def log_mu(self) -> np.ndarray:
+        out = self.X @ self.beta_mu + (self.V @ self.gamma_mu).T + self.W @ self.alpha_mu
+        return out if self.O_mu is None else out + self.O_mu
+
+    def logit_pi(self) -> np.ndarray:
+        if not self.zero_inflation:
+            return np.full((self.X.shape[0], self.V.shape[0]), -np.inf)
+        out = self.X @ self.beta_pi + (self.V @ self.gamma_pi).T + self.W @ self.alpha_pi
+        return out if self.O_pi is None else out + self.O_pi
+
+    def mu(self) -> np.ndarray:
+        """(n, J) fitted means μ."""
+        return np.exp(self.log_mu())
+
+    def pi(self) -> np.ndarray:
+        """(n, J) fitted zero-inflation probabilities π (0 without zero inflation)."""
+        return 1.0 / (1.0 + np.exp(-self.logit_pi()))
+
+    def weights(self, Y) -> np.ndarray:
+        """Observational weights ``(1 − π) NB(y) / P(y)`` (1 where y > 0), floored at 1e-15:
+        the posterior probability that an entry comes from the negative binomial (zinbwave's
+        ``computeObservationalWeights``, used by weighted differential-expression tests)."""
+        Y = np.asarray(Y, np.float64)
+        if not self.zero_inflation:
+            return np.ones_like(Y)
+        return observational_weights(Y, self.log_mu(), self.logit_pi(), self.zeta[None, :])
+
+    def transform(self, Y, X=None, *, O_mu=None, O_pi=None, batch_size: int = 1024, max_iter: int = 100,
+                  tol: float = 1e-8) -> np.ndarray:
+        """W (n_new × K) for new cells with every gene-level parameter fixed: the cell-wise block
+        alone (γ_μ, γ_π, W per cell), iterated to a relative change below ``tol``, compiled once
+        per ``batch_size`` and run batch by batch (the last batch is padded)."""
+        return transform_counts(self, Y, X, O_mu=O_mu, O_pi=O_pi, batch_size=batch_size, max_iter=max_iter, tol=tol)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# fit
+
+
+def fit_zinbwave(
+    Y,
+    n_components: int = 2,
+    *,
+    X=None,
+    V=None,
+    O_mu=None,
+    O_pi=None,
+    common_dispersion: bool = False,
+    zero_inflation: bool = True,
+    epsilon: float | None = None,
+    epsilon_beta: float | None = None,
+    epsilon_gamma: float | None = None,
+    epsilon_W: float | None = None,
+    epsilon_alpha: float | None = None,
+    epsilon_zeta: float | None = None,
+    epsilon_min_logit: float = 1e-3,
+    max_iter: int = 25,
+    tol: float = 1e-4,
+    seed: int = 0,
+    n_inner: int = 1,
+    progress: bool = False,
+) -> ZINBWaVEResult:
+    """Fit ZINB-WaVE to counts Y (n cells × J genes).
+
+    Args:
+      Y: integer counts (dense or scipy sparse), no all-zero cell or gene.
+      n_components: K, the number of unknown cell factors W (0 fits a ZINB GLM on X and V).
+      X: (n, M) cell covariates; default an intercept column. V: (J, L) gene covariates;
+        default an intercept column. Either may have 0 columns.
+      O_mu, O_pi: (n, J) offsets of log μ and logit π (default 0).
+      common_dispersion: one θ for every gene (zinbwave's default) instead of gene-wise θ_j
+        shrunk towards their mean by ε_ζ var(ζ).
+      zero_inflation: False fits the negative-binomial model (π = 0).
+      epsilon...: penalties (``default_hparams``: from ε = J, ε_β = ε_α = ε/J, ε_γ = ε_W = ε/n,
+        ε_ζ = ε; intercepts unpenalised on μ and ``epsilon_min_logit`` on π).
+      max_iter, tol: outer iterations; stop when the relative change of PLL is below ``tol``.
+      n_inner: Fisher-scoring steps per block and outer iteration.
+      progress: a progress bar over outer iterations (off when CI is set).
+
+    Computes in float64 when ``jax_enable_x64`` is on, else float32.
+    """
+    Yn = check_counts(Y)
+    n, J = Yn.shape
+    empty_cells, empty_genes = zero_rows_cols(Yn)
+    if empty_cells.any() or empty_genes.any():
+        raise ValueError(f"counts have {int(empty_cells.sum())} all-zero cells and {int(empty_genes.sum())} all-zero genes; "
+                         "drop them first (jaxfactor.zinbwave.fit drops them from an AnnData)")
+    K = check_rank(n_components, (n, J))
+    Xd = np.ones((n, 1)) if X is None else check_design(X, n, "X", "cell")
+    Vd = np.ones((J, 1)) if V is None else check_design(V, J, "V", "gene")
+    Om, Op = check_offset(O_mu, (n, J), "O_mu"), check_offset(O_pi, (n, J), "O_pi")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    n_inner = check_positive_int(n_inner, "n_inner")
+    tol = check_nonnegative_float(tol, "tol")
+    for name, v in (("epsilon", epsilon), ("epsilon_beta", epsilon_beta), ("epsilon_gamma", epsilon_gamma),
+                    ("epsilon_W", epsilon_W), ("epsilon_alpha", epsilon_alpha), ("epsilon_zeta", epsilon_zeta)):
+        if v is not None:
+            check_nonnegative_float(v, name)
+    check_nonnegative_float(epsilon_min_logit, "epsilon_min_logit")
+    hp_np = default_hparams(Xd, Vd, epsilon=epsilon, epsilon_beta=epsilon_beta, epsilon_gamma=epsilon_gamma,
+                            epsilon_W=epsilon_W, epsilon_alpha=epsilon_alpha, epsilon_zeta=epsilon_zeta,
+                            epsilon_min_logit=epsilon_min_logit)
+
+    dt = _dtype()
+    cast = lambda a: None if a is None else jnp.asarray(a, dt)
+    data = ZINBData(cast(Yn), cast(Xd), cast(Vd), cast(Om), cast(Op))
+    hp = jax.tree_util.tree_map(cast, hp_np)
+    ones = lambda Z: Z.shape[1] > 0 and bool(np.all(Z[:, 0] == 1))
+    alg = zinbwave_algorithm(K, bool(zero_inflation), bool(common_dispersion), intercepts=ones(Xd) and ones(Vd),
+                             n_inner=n_inner)
+    res = fit(alg, data, hp, jax.random.PRNGKey(seed), max_iter=max_iter, tol=tol, chunk_size=1, progress=progress)
+    n_iter = int(res.n_iter)
+    trace = -np.asarray(res.trace[: n_iter + 1], np.float64)
+    check_finished(trace, bool(res.converged), tol=tol, max_iter=max_iter, name="ZINB-WaVE",
+                   hint="check the counts and the covariates' scale")
+    st = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), res.state)
+    a, b = (np.asarray(v, np.float64) for v in _predictors_jit(res.state, data))
+    ll = float(np.sum(np.asarray(_loglik_jit(data.Y, a, b, res.state.zeta, bool(zero_inflation)), np.float64)))
+    return ZINBWaVEResult(
+        W=st.W, alpha_mu=st.alpha_mu, alpha_pi=st.alpha_pi, beta_mu=st.beta_mu, beta_pi=st.beta_pi,
+        gamma_mu=st.gamma_mu, gamma_pi=st.gamma_pi, zeta=st.zeta, X=Xd, V=Vd, O_mu=Om, O_pi=Op,
+        penalized_log_likelihood=float(trace[-1]), log_likelihood=ll, trace=trace, n_iter=n_iter,
+        converged=bool(res.converged), hparams=hp_np, zero_inflation=bool(zero_inflation),
+        common_dispersion=bool(common_dispersion),
+    )
+
+
+_predictors_jit = jax.jit(predictors)
+
+
+@partial(jax.jit, static_argnums=4)
+def _loglik_jit(Y, a, b, zeta, zi):
+    return jnp.sum(zinb_log_prob(Y, a, b, zeta[None, :], zi), axis=0)
+
+
+# --------------------------------------------------------------------------------------------
+# new cells
+
+
+@lru_cache(maxsize=None)
+def _transform_fn(zi: bool, max_iter: int):
+    @jax.jit
+    def run(gene: ZINBState, data: ZINBData, hp: ZINBHparams, tol):
+        """γ and W of a batch of cells: a ridge start from log1p counts, then cell-wise blocks."""
+        n, J = data.Y.shape
+        K = gene.alpha_mu.shape[0]
+        L = data.V.shape[1]
+        dt = data.Y.dtype
+        o_mu = 0.0 if data.O_mu is None else data.O_mu
+        R = jnp.log1p(data.Y) - data.X @ gene.beta_mu - o_mu
+        B = jnp.concatenate([data.V, gene.alpha_mu.T], axis=1)  # (J, L + K)
+        pen = jnp.concatenate([hp.eps_gamma_mu, jnp.full((K,), hp.eps_W, dt)])
+        coef = jnp.linalg.solve(B.T @ B + jnp.diag(pen) + 1e-8 * jnp.eye(L + K, dtype=dt), B.T @ R.T)  # (L + K, n)
+        st = ZINBState(gene.beta_mu, gene.beta_pi, coef[:L], jnp.zeros((L, n), dt), coef[L:].T, gene.alpha_mu,
+                       gene.alpha_pi, gene.zeta)
+
+        def obj(st):
+            return penalized_log_likelihood(st, data, hp, zi)
+
+        def cond(c):
+            k, _, f_prev, f = c
+            return (k < max_iter) & (jnp.abs(f - f_prev) > tol * jnp.abs(f_prev))
+
+        def body(c):
+            k, st, _, f = c
+            st = _cell_block(st, data, hp, zi, 1, 12)
+            return k + 1, st, f, obj(st)
+
+        f0 = obj(st)
+        k, st, _, _ = lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), st, f0 - 1.0 - jnp.abs(f0), f0))
+        return st.W, st.gamma_mu, st.gamma_pi, k
+
+    return run
+
+
+def transform_counts(result: ZINBWaVEResult, Y, X=None, *, O_mu=None, O_pi=None, batch_size: int = 1024,
+                     max_iter: int = 100, tol: float = 1e-8):
+    """(W, γ_μ, γ_π) for new cells (see ``ZINBWaVEResult.transform``); γ are (L, n_new)."""
+    Yn = check_counts(Y)
+    J = result.V.shape[0]
+    if Yn.shape[1] != J:
+        raise ValueError(f"counts have {Yn.shape[1]} genes but the model was fitted on {J}")
+    n = Yn.shape[0]
+    M = result.X.shape[1]
+    if X is None:
+        if not (M == 1 and np.all(result.X == 1)):
+            raise ValueError("the model has cell covariates beyond an intercept; pass X for the new cells")
+        X = np.ones((n, 1))
+    Xd = check_design(X, n, "X", "cell", full_rank=False)
+    if Xd.shape != (n, M):
+        raise ValueError(f"X must have shape {(n, M)}, got {Xd.shape}")
+    Om, Op = check_offset(O_mu, Yn.shape, "O_mu"), check_offset(O_pi, Yn.shape, "O_pi")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    check_nonnegative_float(tol, "tol")
+    dt = _dtype()
+    cast = lambda a: jnp.asarray(a, dt)
+    gene = jax.tree_util.tree_map(cast, result.state._replace(gamma_mu=np.zeros((result.V.shape[1], 0)),
+                                                              gamma_pi=np.zeros((result.V.shape[1], 0)),
+                                                              W=np.zeros((0, result.n_components))))
+    hp = jax.tree_util.tree_map(cast, result.hparams)
+    run = _transform_fn(result.zero_inflation, max_iter)
+    B = min(batch_size, n)
+    outs = []
+    for start in range(0, n, B):
+        idx = np.minimum(np.arange(start, start + B), n - 1)  # pad the last batch with its last cell
+        sub = lambda A: None if A is None else cast(A[idx])
+        data = ZINBData(sub(Yn), sub(Xd), cast(result.V), sub(Om), sub(Op))
+        W, gm, gp, _ = run(gene, data, hp, jnp.asarray(tol, dt))
+        keep = min(B, n - start)
+        outs.append((np.asarray(W, np.float64)[:keep], np.asarray(gm, np.float64)[:, :keep], np.asarray(gp, np.float64)[:, :keep]))
+    return (np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs], axis=1),
+            np.concatenate([o[2] for o in outs], axis=1))

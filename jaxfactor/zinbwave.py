@@ -1,0 +1,27 @@
+"""ZINB-WaVE: ``jaxfactor.zinbwave.fit(adata, n_components=2, X=..., V=...)``.
+
+Zero-inflated negative-binomial factorisation of counts into known (X, V) and unknown (W, α)
+components (Risso et al., Nat. Commun. 9:284, 2018; Bioconductor ``zinbwave``). See
+:mod:`jaxfactor.factorization._zinb` for the model and the fitting procedure.
+
+- ``fit(adata, ...)``: AnnData in, AnnData out (``obsm['X_zinbwave']``, loadings, fitted μ/π,
+  observational weights, the penalised log-likelihood trace).
+- ``fit_counts(Y, ...)``: the same on a count matrix, returning a ``ZINBWaVEResult``.
+- ``transform(fitted, adata_new)`` / ``ZINBWaVEResult.transform(Y)``: W for new cells.
+- ``simulate(...)``: counts from the model with the true parameters.
+"""
+
+from .data._simulate_zinb import ZINBSimulation, simulate_zinb as simulate
+from .factorization._zinb import (
+    ZINBData, ZINBHparams, ZINBState, default_hparams, orthogonalize, penalized_log_likelihood, predictors,
+    zinbwave_algorithm,
+)
+from .factorization._zinb_api import design_matrix, fit, result_from_anndata, transform
+from .factorization._zinb_fit import ZINBWaVEResult, fit_zinbwave as fit_counts, observational_weights
+from .factorization._zinb_lik import zinb_log_prob
+
+__all__ = [
+    "ZINBData", "ZINBHparams", "ZINBSimulation", "ZINBState", "ZINBWaVEResult", "default_hparams", "design_matrix", "fit",
+    "fit_counts", "observational_weights", "orthogonalize", "penalized_log_likelihood", "predictors",
+    "result_from_anndata", "simulate", "transform", "zinb_log_prob", "zinbwave_algorithm",
+]
