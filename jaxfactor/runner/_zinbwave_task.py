@@ -4,7 +4,8 @@ BIC kept (zinbwave's ``zinbBIC``: log(n)·#parameters − 2·log-likelihood), ``
 ``obsm['X_zinbwave']`` and the other slots of ``jaxfactor.zinbwave.fit``, ``selection.csv`` and
 ``zinbwave.png`` (penalised log-likelihood per outer iteration, W coloured by label). Simulated
 runs report the canonical correlations between the fitted and the true W; with labels (simulated
-clusters or ``model.label_key``), the ARI of k-means on W.
+clusters or ``model.label_key``), the ARI of k-means on W. ``PREDICTOR`` (end of the module) makes
+``jaxfactor predict`` give new cells their W with the fitted gene parameters fixed.
 """
 
 from __future__ import annotations
@@ -202,3 +203,88 @@ def _figure(folder, out, labels, table):
     fig.tight_layout()
     fig.savefig(os.path.join(folder, "zinbwave.png"), dpi=90)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# ``jaxfactor predict``: W of new cells with every gene-level parameter fixed
+
+
+def _predict_inputs(config) -> tuple[str, ...]:
+    return (config.get("data", {}).get("layer", "") or "X",)
+
+
+def _predict_vars(fitted, config):
+    if config.get("data", {}).get("transpose"):
+        raise ValueError("this zinbwave run was fitted on transposed data; predict reads cells as rows")
+    return fitted.var_names  # the genes kept by the fit (all-zero genes were dropped)
+
+
+def _predict_load(run_dir, fitted, config):
+    """Gene-level parameters of the fit (``result_from_anndata``: β, α, ζ = log θ, V and the
+    penalties), as arrays. Cell designs: intercept only (the new cells' obs are not streamed)."""
+    from ..factorization._zinb_api import KEY, result_from_anndata
+
+    res = result_from_anndata(fitted)
+    u = fitted.uns[KEY]
+    if bool(u["settings"]["X_is_matrix"]) or len(u["X_columns"]) or res.beta_mu.shape[0] != 1:
+        cols = ", ".join(map(str, u["X_columns"])) or "a design matrix"
+        raise ValueError(f"this zinbwave run has cell covariates ({cols}); predict supports intercept-only cell designs "
+                         "(use jaxfactor.zinbwave.transform with the new cells' obs)")
+    params = {"beta_mu": res.beta_mu, "beta_pi": res.beta_pi, "alpha_mu": res.alpha_mu, "alpha_pi": res.alpha_pi,
+              "zeta": res.zeta, "V": res.V, **res.hparams._asdict()}
+    return params, {"zero_inflation": bool(res.zero_inflation), "max_iter": 100, "tol": 1e-8}
+
+
+def _predict_kernel(p, Y, *, zero_inflation, max_iter, tol):
+    """The cell-wise block of ``transform`` (ridge start, then Fisher-scoring blocks on γ_μ, γ_π,
+    W to a relative change of the batch's PLL below ``tol``) on one fixed-size batch.
+
+    All-zero rows (the driver's padding, or empty cells in DATA) are solved as a copy of the
+    batch's last non-empty cell, so they neither give NaN nor keep the batch iterating, and
+    their outputs are then replaced: W = 0 and γ = NaN. For an all-zero cell the penalised
+    likelihood increases without bound as log μ → −∞ (the γ_μ intercept is unpenalised), where
+    W drops out of the likelihood: its maximiser is the penalty's, W = 0, and γ has no finite
+    value. (The fit drops such cells; predict keeps every cell of DATA, flagged.)"""
+    import jax.numpy as jnp
+
+    from ..factorization._zinb import ZINBData, ZINBHparams, ZINBState
+    from ..factorization._zinb_fit import _transform_fn
+
+    n, J = Y.shape
+    dt = Y.dtype
+    L, K = p["V"].shape[1], p["alpha_mu"].shape[0]
+    nonzero = jnp.any(Y > 0, axis=1)
+    last = n - 1 - jnp.argmax(nonzero[::-1])  # the batch's last non-empty cell (any row if none)
+    Ys = jnp.where(nonzero[:, None], Y, Y[last][None, :])
+    gene = ZINBState(p["beta_mu"], p["beta_pi"], jnp.zeros((L, 0), dt), jnp.zeros((L, 0), dt), jnp.zeros((0, K), dt),
+                     p["alpha_mu"], p["alpha_pi"], p["zeta"])
+    hp = ZINBHparams(*(p[k] for k in ZINBHparams._fields))
+    data = ZINBData(Ys, jnp.ones((n, 1), dt), p["V"])
+    W, gamma_mu, gamma_pi, n_iter = _transform_fn(zero_inflation, max_iter)(gene, data, hp, jnp.asarray(tol, dt))
+    keep = nonzero[:, None]
+    return {"W": jnp.where(keep, W, 0.0), "gamma_mu": jnp.where(keep, gamma_mu.T, jnp.nan),
+            "gamma_pi": jnp.where(keep, gamma_pi.T, jnp.nan), "all_zero": ~nonzero,
+            "n_iter": jnp.broadcast_to(n_iter, (n,))}
+
+
+def _predict_write(out, res, params, static):
+    from ..factorization._zinb_api import KEY
+
+    out.obsm["X_zinbwave"] = res["W"].astype(np.float32)
+    out.obsm[f"{KEY}_gamma_mu"] = res["gamma_mu"].astype(np.float32)
+    out.obsm[f"{KEY}_gamma_pi"] = res["gamma_pi"].astype(np.float32)
+    out.obs[f"{KEY}_all_zero"] = res["all_zero"].astype(bool)
+    n_empty = int(res["all_zero"].sum())
+    if n_empty:
+        import warnings
+
+        warnings.warn(f"ZINB-WaVE predict: {n_empty} all-zero cells get W = 0 (the penalty's minimum) and γ = NaN; "
+                      f"they are flagged in obs['{KEY}_all_zero']", UserWarning, stacklevel=2)
+    out.uns[f"{KEY}_predict"] = {"n_components": int(params["alpha_mu"].shape[0]), "n_all_zero": n_empty,
+                                 "max_batch_iterations": int(res["n_iter"].max()), **static}
+
+
+from ._predict import Predictor  # noqa: E402  (jaxfactor predict finds it here: _predict.lookup)
+
+PREDICTOR = Predictor(inputs=_predict_inputs, load=_predict_load, kernel=_predict_kernel, write=_predict_write,
+                      fitted_vars=_predict_vars, batch_size=1024)
