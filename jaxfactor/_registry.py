@@ -21,3 +21,18 @@ def register_example(name: str, make: Callable) -> None:
 def registered() -> dict[str, Callable]:
     """Name -> ``make() -> (Algorithm, data, hp)`` for every registered algorithm."""
     return dict(EXAMPLES)
+
+
+def _lazy(module: str, attr: str) -> Callable:
+    """A ``make`` that imports ``module`` only when called (for models whose imports are heavy,
+    such as the Flax VAE, which ``import jaxfactor`` does not load)."""
+
+    def make():
+        import importlib
+
+        return getattr(importlib.import_module(module), attr)()
+
+    return make
+
+
+register_example("vae_nb", _lazy("jaxfactor.models._vae_train", "example"))

@@ -4,6 +4,7 @@ from ._cellsnp import read_cellsnp
 from ._io import FORMATS, infer_format, load_any, read_h5ad, read_matrix
 from ._simulate import SIMULATORS, NMFSimulation, simulate_nmf
 from ._simulate_clones import CloneSimulation, simulate_clones
+from ._simulate_counts import CountSimulation, simulate_counts
 from ._simulate_gmm import GMMSimulation, simulate_gmm
 from ._simulate_ppca import PPCASimulation, simulate_ppca
 from ._simulate_zinb import ZINBSimulation, simulate_zinb
@@ -16,5 +17,6 @@ __all__ = [
     "simulate_nmf",
     "WEIGHT_MODES", "call_matrix", "check_allele_counts", "filter_variants", "read_cellsnp", "variant_matrices",
     "weight_matrix", "CloneSimulation", "simulate_clones", "PPCASimulation", "simulate_ppca",
-    "GMMSimulation", "simulate_gmm", "ZINBSimulation", "simulate_zinb",
+    "GMMSimulation", "simulate_gmm", "CountSimulation", "simulate_counts",
+    "ZINBSimulation", "simulate_zinb",
 ]

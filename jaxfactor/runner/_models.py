@@ -136,6 +136,14 @@ def _allele_spec() -> ModelSpec:
                      fit_keys=("seed",), sweepable=("n_clones",), pipeline=AlleleTask())
 
 
+def _vae_spec() -> ModelSpec:
+    from ._vae_task import VAE_FIELDS, VAE_SWEEPABLE, VAETask
+    from ..data import simulate_counts
+
+    return ModelSpec(name="vae", static=VAE_FIELDS, hparams={}, simulators={"counts": simulate_counts},
+                     fit_keys=("seed",), sweepable=VAE_SWEEPABLE, pipeline=VAETask())
+
+
 def _zinbwave_spec() -> ModelSpec:
     from ._zinbwave_task import ZINBWAVE_FIELDS, ZINBWaveTask
     from ..data import simulate_zinb
@@ -145,7 +153,7 @@ def _zinbwave_spec() -> ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {"nmf": NMF, "cclone": _cclone_spec(), **_mixture_specs(), "allele_model": _allele_spec(),
-                                "zinbwave": _zinbwave_spec()}
+                                "vae": _vae_spec(), "zinbwave": _zinbwave_spec()}
 
 
 def get_model(name: Any) -> ModelSpec:

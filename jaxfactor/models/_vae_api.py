@@ -1,0 +1,441 @@
+"""Fitting the count autoencoder / VAE from arrays or AnnData, and checkpoints.
+
+- :func:`fit_vae`: validate the input (one-line ``ValueError`` before anything compiles), split
+  cells into training and validation sets, train with the epoch-step algorithm of
+  :mod:`jaxfactor.models._vae_train` (one compiled program per epoch, the same executable for every
+  epoch), record loss curves, checkpoint, stop on a non-finite loss naming the step.
+- :class:`VAEFit`: the fitted model (configuration, training state, history, gene selection,
+  split); its methods call the batch inference of :mod:`jaxfactor.models._vae_infer`.
+- :func:`save_checkpoint` / :func:`load_checkpoint`: parameters, optimiser state, RNG key,
+  counters, configuration, hyperparameters, gene selection (the data normalisation: which input
+  columns, ``log1p`` transform, observed library size) and the split, in one msgpack file
+  (``flax.serialization``) written atomically (temporary file + ``os.replace``). Training resumed
+  from a checkpoint (``fit_vae(..., resume=path)``) runs the same compiled epoch on the same
+  state, so it continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+from .._fit import _canonical_hp
+from ._likelihoods import COUNT_LIKELIHOODS, LIKELIHOODS
+from ._vae_modules import KINDS, NORMS, TRANSFORMS, VAEConfig
+from ._vae_train import VAEData, VAEHparams, VAEState, data_constant, make_data, steps_per_epoch, vae_training
+
+FORMAT = "jaxfactor-vae-checkpoint/1"
+OBSM_KEY = "X_jaxfactor_vae"
+CHECKPOINT_NAME = "checkpoint.msgpack"
+
+__all__ = ["VAEFit", "fit_vae", "load_checkpoint", "save_checkpoint", "OBSM_KEY"]
+
+
+# ------------------------------------------------------------------------------------------------
+# input
+# ------------------------------------------------------------------------------------------------
+
+def read_input(data, layer: str | None = None, name: str = "X"):
+    """``(matrix, adata or None, gene names or None)``; the matrix stays sparse if it is."""
+    if hasattr(data, "obs") and hasattr(data, "var"):
+        if layer is None:
+            if data.X is None:
+                raise ValueError(f"the AnnData has no X; name a layer (available: {sorted(data.layers) or 'none'})")
+            mat = data.X
+        elif layer not in data.layers:
+            raise ValueError(f"layer {layer!r} not in the AnnData; available layers: {sorted(data.layers) or 'none'}")
+        else:
+            mat = data.layers[layer]
+        return mat, data, [str(v) for v in data.var_names]
+    if layer is not None:
+        raise ValueError(f"layer={layer!r} needs an AnnData input; pass the matrix itself otherwise")
+    if not sp.issparse(data):
+        try:
+            data = np.asarray(data)
+        except Exception as exc:
+            raise ValueError(f"{name} could not be converted to a numeric array ({exc})") from None
+    return data, None, None
+
+
+def check_values(mat, likelihood: str, transform: str, name: str = "X", *, integer: bool = True) -> None:
+    """Finite; non-negative unless Gaussian without log1p; integer for count likelihoods."""
+    if mat.ndim != 2 or 0 in mat.shape:
+        raise ValueError(f"{name} must be a non-empty 2-D cells x genes matrix, got shape {mat.shape}")
+    if not (np.issubdtype(mat.dtype, np.number) or mat.dtype == bool):
+        raise ValueError(f"{name} must be numeric, got dtype {mat.dtype}")
+    vals = np.asarray(mat.data if sp.issparse(mat) else mat)
+    n_bad = int(vals.size - np.count_nonzero(np.isfinite(vals)))
+    if n_bad:
+        n_nan = int(np.count_nonzero(np.isnan(vals)))
+        raise ValueError(f"{name} has {n_nan} NaN and {n_bad - n_nan} infinite entries; remove or impute them before fitting")
+    needs_nonneg = likelihood != "gaussian" or transform == "log1p"
+    if needs_nonneg and vals.size and vals.min() < 0:
+        why = f"likelihood={likelihood!r}" if likelihood != "gaussian" else "transform='log1p'"
+        raise ValueError(f"{name} has {int(np.count_nonzero(vals < 0))} negative entries (min {vals.min():.4g}); "
+                         f"{why} needs non-negative counts")
+    if integer and likelihood in COUNT_LIKELIHOODS and np.issubdtype(vals.dtype, np.floating):
+        frac = vals != np.round(vals)
+        if frac.any():
+            raise ValueError(f"{name} has {int(np.count_nonzero(frac))} non-integer entries (e.g. {vals[frac][0]:.4g}); "
+                             f"likelihood={likelihood!r} needs raw counts: pass the counts layer or use likelihood='gaussian'")
+
+
+def dense32(mat, rows=None, cols=None) -> np.ndarray:
+    if rows is not None:
+        mat = mat[rows]
+    if cols is not None:
+        mat = mat[:, cols]
+    return np.asarray(mat.toarray() if sp.issparse(mat) else mat, dtype=np.float32)
+
+
+def _int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _num(value, name, lo=0.0, hi=None, hi_open=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if value < lo or (hi is not None and (value >= hi if hi_open else value > hi)):
+        rng = f"[{lo}, {hi}{')' if hi_open else ']'}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be in {rng}, got {value!r}")
+    return float(value)
+
+
+def _choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of: {', '.join(map(repr, choices))}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------
+# the fitted model
+# ------------------------------------------------------------------------------------------------
+
+@dataclass
+class VAEFit:
+    """A trained autoencoder / VAE.
+
+    ``state`` is the training state after the last epoch (what a resumed fit continues from);
+    ``variables`` are the weights used for inference: the best validation epoch's when early
+    stopping ran with ``restore_best``, otherwise the last. ``genes`` are the input columns
+    the model uses (all-zero genes dropped), ``cells`` the input rows it trained on (all-zero
+    cells dropped) and ``train_index`` / ``val_index`` the split, as positions in ``cells`` (so
+    ``cells[val_index]`` are the held-out rows of the input). ``history`` has one entry per epoch:
+    ``epoch``, ``train_loss`` (mean loss per training cell with the KL weight of that epoch; the
+    data constant ``sum log x!`` left out of the compiled loss is added back), ``val_loss``
+    (held-out negative ELBO per cell; NaN where not computed) and ``seconds``.
+    """
+
+    config: VAEConfig
+    hparams: VAEHparams
+    settings: dict
+    state: VAEState
+    history: dict
+    genes: np.ndarray
+    n_input_genes: int
+    gene_names: list | None
+    train_index: np.ndarray
+    val_index: np.ndarray
+    library_median: float
+    cells: np.ndarray | None = None
+    compile_seconds: float = float("nan")
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def algorithm(self):
+        s = self.settings
+        return vae_training(self.config, s["batch_size"], s["early_stopping"], s["eval_chunk"])
+
+    @property
+    def variables(self) -> dict:
+        from ._vae_train import variables_of
+
+        st = self.state
+        if self.settings["early_stopping"] and self.settings.get("restore_best", True) and st.best_params is not None:
+            return variables_of(st.best_params, st.best_batch_stats)
+        return variables_of(st.params, st.batch_stats)
+
+    @property
+    def n_epochs(self) -> int:
+        return int(self.state.epoch)
+
+    def encode(self, data, **kwargs):
+        from ._vae_infer import encode
+
+        return encode(self, data, **kwargs)
+
+    def decode(self, z, **kwargs):
+        from ._vae_infer import decode
+
+        return decode(self, z, **kwargs)
+
+    def sample(self, n_cells=None, **kwargs):
+        from ._vae_infer import sample
+
+        return sample(self, n_cells, **kwargs)
+
+    def evaluate(self, data, **kwargs):
+        from ._vae_infer import evaluate
+
+        return evaluate(self, data, **kwargs)
+
+    def save(self, path: str) -> str:
+        return save_checkpoint(self, path)
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+# ------------------------------------------------------------------------------------------------
+
+@partial(jax.jit, static_argnums=0)
+def _init(alg, key, data, hp):
+    return alg.init(key, data, hp)
+
+
+@partial(jax.jit, static_argnums=0)
+def _epoch(alg, state, data, hp):
+    return alg.step(state, data, hp)
+
+
+@partial(jax.jit, static_argnums=0)
+def _objective(alg, state, data, hp):
+    return alg.objective(state, data, hp)
+
+
+def fit_vae(
+    data, *, layer: str | None = None, kind: str = "vae", likelihood: str = "zinb", n_latent: int = 10,
+    n_hidden: int = 128, n_layers: int = 1, dropout_rate: float = 0.1, norm: str = "batch", transform: str = "log1p",
+    batch_size: int = 128, max_epochs: int | None = None, lr: float = 1e-3, weight_decay: float = 1e-6,
+    adam_eps: float = 0.01, kl_warmup_epochs: float = 400.0, validation_fraction: float = 0.1,
+    early_stopping: bool = False, patience: int = 45, min_delta: float = 0.0, restore_best: bool = True,
+    seed: int = 0, val_every: int = 1, checkpoint_dir: str | None = None, checkpoint_every: int = 10,
+    resume=None, progress: bool = False, obsm_key: str | None = OBSM_KEY, eval_chunk: int = 1024,
+) -> VAEFit:
+    """Train a count VAE (or autoencoder, ``kind='ae'``) on cells x genes data.
+
+    The defaults are scVI's ``SCVI`` (Lopez et al., Nat. Methods 2018): one hidden layer of 128,
+    latent 10, encoder dropout 0.1, batch norm, ZINB likelihood with gene-wise dispersion and the
+    observed library size as offset, minibatches of 128, Adam(W) with lr 1e-3, eps 0.01, weight
+    decay 1e-6, KL warm-up over 400 epochs, 90 % / 10 % train / validation split, and
+    ``max_epochs = min(round(20000 / n_cells * 400), 400)``.
+
+    Args:
+      data: counts as an array, a scipy sparse matrix or an AnnData (``X`` or ``layer``). The
+        encoder sees ``log1p(x)``; count likelihoods score the raw counts (non-negative integers
+        required), ``'bernoulli'`` scores ``x > 0``, ``'gaussian'`` the transformed data.
+        All-zero cells and genes are dropped with a warning that counts them.
+      kind: ``'vae'`` (ELBO) or ``'ae'`` (deterministic bottleneck, reconstruction loss).
+      likelihood: ``'zinb'``, ``'nb'``, ``'poisson'``, ``'bernoulli'`` or ``'gaussian'``.
+      norm: ``'batch'``, ``'layer'`` or ``'none'`` after each hidden Dense layer.
+      validation_fraction: share of cells held out (0: the objective uses the training cells).
+      early_stopping: stop after ``patience`` epochs without a held-out improvement larger than
+        ``min_delta``; ``restore_best`` makes the best epoch's weights the model's.
+      val_every: compute the held-out loss every ``val_every`` epochs for the history (0: never;
+        early stopping evaluates every epoch anyway).
+      checkpoint_dir: write ``checkpoint.msgpack`` there every ``checkpoint_every`` epochs and at
+        the end (atomically; the last good one is named if the loss turns non-finite).
+      resume: a checkpoint path or a ``VAEFit`` to continue from; configuration, hyperparameters,
+        gene selection and split come from it, ``max_epochs`` is the new total.
+      obsm_key: when ``data`` is an AnnData, the posterior means of all its cells are written to
+        ``data.obsm[obsm_key]`` (``None``: do not write).
+
+    Returns:
+      :class:`VAEFit`. Raises ``ValueError`` on bad input (before compiling) and
+      ``FloatingPointError`` naming the step when a minibatch loss is not finite.
+    """
+    mat, adata, names = read_input(data, layer)
+    prev = load_checkpoint(resume) if isinstance(resume, (str, os.PathLike)) else resume
+    if prev is not None:
+        config, hp = prev.config, prev.hparams
+        settings = dict(prev.settings)
+        if mat.shape[1] != prev.n_input_genes:
+            raise ValueError(f"the data have {mat.shape[1]} genes but the checkpoint was trained on {prev.n_input_genes}")
+    else:
+        _choice(kind, "kind", KINDS)
+        _choice(likelihood, "likelihood", LIKELIHOODS)
+        _choice(norm, "norm", NORMS)
+        _choice(transform, "transform", TRANSFORMS)
+        for v, nm in ((n_latent, "n_latent"), (n_hidden, "n_hidden"), (n_layers, "n_layers"), (batch_size, "batch_size"),
+                      (patience, "patience"), (eval_chunk, "eval_chunk")):
+            _int(v, nm)
+        _num(dropout_rate, "dropout_rate", 0.0, 1.0, hi_open=True)
+        _num(validation_fraction, "validation_fraction", 0.0, 1.0, hi_open=True)
+        for v, nm in ((lr, "lr"), (weight_decay, "weight_decay"), (adam_eps, "adam_eps"),
+                      (kl_warmup_epochs, "kl_warmup_epochs"), (min_delta, "min_delta")):
+            _num(v, nm)
+        settings = {"batch_size": int(batch_size), "early_stopping": bool(early_stopping), "eval_chunk": int(eval_chunk),
+                    "restore_best": bool(restore_best), "seed": int(seed), "validation_fraction": float(validation_fraction)}
+    _int(val_every, "val_every", 0)
+    _int(checkpoint_every, "checkpoint_every")
+    lik = prev.config.likelihood if prev is not None else likelihood
+    tf = prev.config.transform if prev is not None else transform
+    check_values(mat, lik, tf)
+
+    # drop all-zero cells and genes (they carry no information; a zero library has no offset)
+    nz = mat != 0
+    cell_nnz = np.asarray(nz.sum(axis=1)).ravel()
+    gene_nnz = np.asarray(nz.sum(axis=0)).ravel()
+    cells = np.flatnonzero(cell_nnz > 0)
+    genes = prev.genes if prev is not None else np.flatnonzero(gene_nnz > 0)
+    if cells.size == 0 or genes.size == 0:
+        raise ValueError("every cell (or every gene) of X is all-zero; nothing to fit")
+    n_drop_c, n_drop_g = mat.shape[0] - cells.size, mat.shape[1] - genes.size
+    if prev is None and (n_drop_c or n_drop_g):
+        warnings.warn(f"dropped {n_drop_c} all-zero cells and {n_drop_g} all-zero genes before training", UserWarning,
+                      stacklevel=2)
+    if prev is None:
+        config = VAEConfig(n_genes=int(genes.size), n_latent=int(n_latent), n_hidden=int(n_hidden), n_layers=int(n_layers),
+                           dropout_rate=float(dropout_rate), norm=norm, likelihood=likelihood, kind=kind, transform=transform)
+        if n_latent > genes.size:
+            raise ValueError(f"n_latent={n_latent} is larger than the number of genes ({genes.size}); choose n_latent <= {genes.size}")
+        hp = VAEHparams(lr=float(lr), weight_decay=float(weight_decay), adam_eps=float(adam_eps),
+                        kl_warmup_epochs=float(kl_warmup_epochs), patience=float(patience), min_delta=float(min_delta))
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(cells.size)
+        n_val = int(round(validation_fraction * cells.size)) if validation_fraction > 0 else 0
+        if validation_fraction > 0:
+            n_val = min(max(n_val, 1), cells.size - 1)
+        val_index, train_index = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    else:
+        train_index, val_index = prev.train_index, prev.val_index
+    if train_index.size < settings["batch_size"]:
+        raise ValueError(f"batch_size={settings['batch_size']} exceeds the {train_index.size} training cells; "
+                         "lower batch_size or validation_fraction")
+    if max_epochs is None:
+        max_epochs = max(1, min(round(20000 / cells.size * 400), 400)) if prev is None else prev.settings["max_epochs"]
+    max_epochs = _int(max_epochs, "max_epochs")
+    settings["max_epochs"] = max_epochs
+
+    x = dense32(mat, cells, genes)
+    x_train = x[train_index]
+    vd = make_data(x_train, x[val_index] if val_index.size else x_train, settings["eval_chunk"])
+    library_median = float(np.median(x_train.sum(axis=1)))
+    fit_const = data_constant(config, x_train)
+    alg = vae_training(config, settings["batch_size"], settings["early_stopping"], settings["eval_chunk"])
+    hpc = _canonical_hp(hp)
+    if prev is not None:
+        state = jax.tree_util.tree_map(jnp.asarray, prev.state)
+        history = {k: list(np.asarray(v)) for k, v in prev.history.items()}
+    else:
+        state = _init(alg, jax.random.PRNGKey(seed), vd, hpc)
+        history = {"epoch": [], "train_loss": [], "val_loss": [], "seconds": []}
+    fit = VAEFit(config, hp, settings, state, history, genes, int(mat.shape[1]), names, train_index, val_index,
+                 library_median, cells)
+    ckpt = os.path.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir else None
+    resumed_from = None
+    if prev is not None and prev.extra.get("path"):
+        resumed_from = (prev.extra["path"], prev.n_epochs)
+    _train_loop(fit, alg, vd, hpc, max_epochs, val_every, ckpt, checkpoint_every, progress, resumed_from, fit_const)
+    if adata is not None and obsm_key:
+        fit.encode(adata, layer=layer, obsm_key=obsm_key)
+    return fit
+
+
+def _train_loop(fit: VAEFit, alg, vd: VAEData, hp, max_epochs, val_every, ckpt, checkpoint_every, progress, last_good,
+                constant):
+    from tqdm.auto import tqdm
+
+    nb = steps_per_epoch(vd.x.shape[0], fit.settings["batch_size"])
+    es = fit.settings["early_stopping"]
+    h = fit.history
+    state = fit.state
+    done, stopped = jax.device_get((state.epoch, state.stopped))
+    epoch_seconds = []
+    with tqdm(total=max_epochs, initial=int(done), unit="epoch", disable=not progress or bool(os.environ.get("CI"))) as bar:
+        while int(done) < max_epochs and not bool(stopped):
+            t0 = time.perf_counter()
+            new = _epoch(alg, state, vd, hp)
+            done, nan_step, loss, stopped, val = jax.device_get((new.epoch, new.nan_step, new.train_loss, new.stopped,
+                                                                 new.val_loss))
+            secs = time.perf_counter() - t0
+            if nan_step >= 0:
+                fit.state = state
+                where = (f"last good checkpoint: {last_good[0]} (epoch {last_good[1]})" if last_good else
+                         "no checkpoint was written yet" if ckpt else "no checkpoint was written (pass checkpoint_dir)")
+                raise FloatingPointError(
+                    f"training loss is not finite at step {int(nan_step)} (epoch {int(nan_step) // nb + 1}, minibatch "
+                    f"{int(nan_step) % nb + 1} of {nb}); training stopped, {where}; lower lr or check the data")
+            state = new
+            if not es:
+                val = float(_objective(alg, state, vd, hp)) if val_every and int(done) % val_every == 0 else float("nan")
+            epoch_seconds.append(secs)
+            for k, v in (("epoch", int(done)), ("train_loss", float(loss) + constant), ("val_loss", float(val)),
+                         ("seconds", secs)):
+                h[k].append(v)
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss) + constant:.5g}", refresh=False)
+            fit.state = state
+            if ckpt and (int(done) % checkpoint_every == 0 or int(done) >= max_epochs or bool(stopped)):
+                save_checkpoint(fit, ckpt)
+                last_good = (ckpt, int(done))
+    fit.history = {k: np.asarray(v, np.int64 if k == "epoch" else np.float64) for k, v in h.items()}
+    if len(epoch_seconds) > 1:  # the first call of this process compiles the epoch
+        fit.compile_seconds = max(epoch_seconds[0] - float(np.median(epoch_seconds[1:])), 0.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+# ------------------------------------------------------------------------------------------------
+
+def save_checkpoint(fit: VAEFit, path: str) -> str:
+    """Write ``fit`` to ``path`` (one msgpack file) atomically; returns the path."""
+    from flax import serialization
+
+    meta = {"format": FORMAT, "config": fit.config._asdict(), "hparams": fit.hparams._asdict(), "settings": fit.settings,
+            "n_input_genes": fit.n_input_genes, "gene_names": fit.gene_names, "library_median": fit.library_median}
+    payload = {
+        "meta": json.dumps(meta),
+        "state": serialization.to_state_dict(jax.device_get(fit.state)),
+        "history": {k: np.asarray(v) for k, v in fit.history.items()},
+        "genes": np.asarray(fit.genes, np.int64),
+        "train_index": np.asarray(fit.train_index, np.int64),
+        "val_index": np.asarray(fit.val_index, np.int64),
+        "cells": np.asarray(fit.cells if fit.cells is not None else [], np.int64),
+    }
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        fh.write(serialization.msgpack_serialize(payload))
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str) -> VAEFit:
+    """Read a checkpoint written by :func:`save_checkpoint` (or ``fit_vae(checkpoint_dir=...)``:
+    pass the folder or the file)."""
+    from flax import serialization
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, CHECKPOINT_NAME)
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint not found: {path!r}")
+    with open(path, "rb") as fh:
+        payload = serialization.msgpack_restore(fh.read())
+    meta = json.loads(payload["meta"])
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path!r} is not a jaxfactor VAE checkpoint (format {meta.get('format')!r})")
+    config, hp, settings = VAEConfig(**meta["config"]), VAEHparams(**meta["hparams"]), meta["settings"]
+    alg = vae_training(config, settings["batch_size"], settings["early_stopping"], settings["eval_chunk"])
+    shape = jax.ShapeDtypeStruct((1, config.n_genes), jnp.float32)
+    like = VAEData(shape, shape, jax.ShapeDtypeStruct((1,), jnp.float32))
+    template = jax.eval_shape(alg.init, jax.random.PRNGKey(0), like, _canonical_hp(hp))
+    restored = serialization.from_state_dict(template, payload["state"])
+    state = jax.tree_util.tree_map(lambda t, v: jnp.asarray(v, t.dtype), template, restored)
+    history = {k: np.asarray(v) for k, v in payload["history"].items()}
+    return VAEFit(config, hp, settings, state, history, np.asarray(payload["genes"]), int(meta["n_input_genes"]),
+                  meta["gene_names"], np.asarray(payload["train_index"]), np.asarray(payload["val_index"]),
+                  float(meta["library_median"]), np.asarray(payload["cells"]), extra={"path": path})

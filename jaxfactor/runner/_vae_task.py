@@ -1,0 +1,216 @@
+"""The runner's count VAE / autoencoder: simulated ZINB counts with known cell types, or counts
+from a file (an ``.h5ad``'s ``X`` or a named layer, or any matrix format), trained by
+``jaxfactor.models.fit_vae`` for each ``n_latent`` (sweepable; the lowest held-out negative ELBO
+is kept), scored on the held-out cells (negative ELBO, importance-weighted ``log p(x)``,
+reconstruction error) and, when labels are known, by the ARI of k-means on the latent. Writes
+``result.h5ad`` with the latent in ``obsm['X_jaxfactor_vae']``, ``vae.png`` (loss curves and a
+2-D PCA of the latent coloured by label; UMAP is not a dependency) and, with
+``model.checkpoint = true``, ``checkpoint.msgpack`` beside the figures.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._cclone_task import PipelineOutcome
+from ._schema import Field
+
+VAE_FIELDS = {
+    "kind": Field(str, "vae", choices=("vae", "ae"), help="variational or deterministic autoencoder"),
+    "likelihood": Field(str, "zinb", choices=("zinb", "nb", "poisson", "bernoulli", "gaussian")),
+    "n_latent": Field(int, 10, help="latent dimension"),
+    "n_hidden": Field(int, 128), "n_layers": Field(int, 1),
+    "dropout_rate": Field(float, 0.1, help="encoder dropout"),
+    "norm": Field(str, "batch", choices=("batch", "layer", "none")),
+    "batch_size": Field(int, 128),
+    "max_epochs": Field(int, 0, help="0: scVI's rule min(round(20000 / n_cells * 400), 400)"),
+    "lr": Field(float, 1e-3), "weight_decay": Field(float, 1e-6),
+    "kl_warmup_epochs": Field(float, 400.0, help="epochs of linear KL warm-up (scVI: 400)"),
+    "validation_fraction": Field(float, 0.1),
+    "early_stopping": Field(bool, False), "patience": Field(int, 45),
+    "n_importance": Field(int, 100, help="importance samples of the held-out log p(x) (0: skip)"),
+    "label_key": Field(str, "", help="obs column with cell labels (colours, ARI); simulated data: cell_type"),
+    "checkpoint": Field(bool, False, help="write checkpoint.msgpack with the figures"),
+}
+VAE_SWEEPABLE = ("n_latent",)
+
+
+@dataclass
+class VAELoaded:
+    adata: Any  # AnnData written back with the results
+    X: Any  # cells x genes counts (dense or scipy sparse)
+    labels: np.ndarray | None
+    label_names: np.ndarray | None
+
+
+def _labels(adata, key):
+    if key not in adata.obs:
+        raise ValueError(f"label_key {key!r} is not an obs column; available: {', '.join(map(str, adata.obs.columns)) or 'none'}")
+    names, codes = np.unique(np.asarray(adata.obs[key]).astype(str), return_inverse=True)
+    return codes, names
+
+
+class VAETask:
+    def load(self, cfg) -> VAELoaded:
+        import anndata
+
+        d, key = cfg.data, cfg.model["label_key"]
+        if "simulator" in d:
+            from ..data import simulate_counts
+
+            sim = simulate_counts(**{k: v for k, v in d.items() if k != "simulator"})
+            adata = sim.to_anndata()
+            labels, names = _labels(adata, key or "cell_type")
+            return VAELoaded(adata, adata.layers["counts"], labels, names)
+        path, fmt, layer = d["path"], d["format"] or None, d["layer"] or None
+        from ..data import infer_format, load_any
+
+        if (fmt or infer_format(path)) == "h5ad":
+            if not os.path.isfile(path):
+                raise ValueError(f"data file not found: {path!r}")
+            adata = anndata.read_h5ad(path)
+            if layer is not None and layer not in adata.layers:
+                raise ValueError(f"layer {layer!r} not in {path!r}; available layers: {sorted(adata.layers) or 'none'}")
+            X = adata.layers[layer] if layer else adata.X
+            if d["transpose"]:
+                raise ValueError("data.transpose is not supported for .h5ad input to the VAE; store cells as rows")
+        else:
+            X, _ = load_any(path, fmt=fmt, key=d["key"] or None, delimiter=d["delimiter"] or None, header=d["header"],
+                            index_col=d["index_col"], transpose=d["transpose"])
+            adata = anndata.AnnData(X=np.asarray(X, np.float32))
+        labels, names = _labels(adata, key) if key else (None, None)
+        return VAELoaded(adata, X, labels, names)
+
+    def execute(self, cfg, loaded: VAELoaded) -> PipelineOutcome:
+        import pandas as pd
+
+        from ..models import fit_vae
+        from ..models._vae_api import OBSM_KEY
+
+        m, seed = cfg.model, cfg.fit["seed"]
+        sizes = cfg.sweep.get("n_latent", [m["n_latent"]])
+        rows, fits = [], []
+        for k in sizes:
+            t0 = time.perf_counter()
+            fit = fit_vae(loaded.X, kind=m["kind"], likelihood=m["likelihood"], n_latent=k, n_hidden=m["n_hidden"],
+                          n_layers=m["n_layers"], dropout_rate=m["dropout_rate"], norm=m["norm"], batch_size=m["batch_size"],
+                          max_epochs=m["max_epochs"] or None, lr=m["lr"], weight_decay=m["weight_decay"],
+                          kl_warmup_epochs=m["kl_warmup_epochs"], validation_fraction=m["validation_fraction"],
+                          early_stopping=m["early_stopping"], patience=m["patience"], seed=seed)
+            seconds = time.perf_counter() - t0
+            held = fit.cells[fit.val_index] if fit.val_index.size else fit.cells[fit.train_index]
+            ev = fit.evaluate(loaded.X[held], n_importance=m["n_importance"] if m["kind"] == "vae" else 0, seed=seed)
+            z = fit.encode(loaded.X)
+            secs = np.asarray(fit.history["seconds"])
+            row = {"n_latent": k, "heldout_neg_elbo": ev["neg_elbo"], "heldout_reconstruction_error": ev["reconstruction_error"],
+                   "heldout_kl": ev["kl"], "n_heldout": int(held.size), "n_epochs": fit.n_epochs,
+                   "stopped_early": bool(fit.state.stopped), "final_train_loss": float(fit.history["train_loss"][-1]),
+                   "seconds": seconds, "seconds_per_epoch": float(np.median(secs[1:])) if secs.size > 1 else float(secs[0]),
+                   "compile_seconds": float(fit.compile_seconds)}
+            if "log_px" in ev:
+                row["heldout_log_px"] = ev["log_px"]
+            kmeans = None
+            if loaded.labels is not None:
+                from ..cclone import adjusted_rand_index
+
+                kmeans = kmeans_labels(z, int(np.unique(loaded.labels).size), seed)
+                row["ari"] = adjusted_rand_index(kmeans, loaded.labels)
+            rows.append(row)
+            fits.append((fit, z, kmeans))
+
+        table = pd.DataFrame(rows)
+        pick = int(table["heldout_neg_elbo"].idxmin())
+        table["chosen"] = False
+        table.loc[pick, "chosen"] = True
+        records = []
+        for i, row in table.iterrows():
+            rec = {"id": f"p{i:03d}", **{c: (v.item() if hasattr(v, "item") else v) for c, v in row.items()}}
+            extra = ", ".join(f"{name}={rec[name]:.4g}" for name in ("heldout_neg_elbo", "heldout_log_px", "ari") if name in rec
+                              and rec[name] == rec[name])
+            rec["summary"] = (f"  {rec['id']}: n_latent={rec['n_latent']}{' (chosen by heldout_neg_elbo)' if rec['chosen'] else ''}: "
+                              f"{extra}, {rec['n_epochs']} epochs, {rec['seconds']:.2f} s ({rec['seconds_per_epoch']:.3f} s/epoch)")
+            records.append(rec)
+        fit, z, kmeans = fits[pick]
+        out = loaded.adata.copy()
+        out.obsm[OBSM_KEY] = z
+        if kmeans is not None:
+            out.obs["vae_kmeans"] = pd.Categorical(kmeans.astype(str))
+        out.uns["vae"] = {"config": dict(fit.config._asdict()), "history": dict(fit.history),
+                          "metrics": {k: v for k, v in records[pick].items() if k not in ("summary", "id")}}
+
+        def figures(folder):
+            if m["checkpoint"]:
+                fit.save(os.path.join(folder, "checkpoint.msgpack"))
+            vae_figure(os.path.join(folder, "vae.png"), fit.history, z, loaded.labels, loaded.label_names, table)
+
+        return PipelineOutcome(records, out, {"selection.csv": table}, figures)
+
+
+def kmeans_labels(z, k: int, seed: int, n_init: int = 10, max_iter: int = 300) -> np.ndarray:
+    """Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii 2007), the best of
+    ``n_init`` starts by inertia (scikit-learn's KMeans defaults, without the dependency)."""
+    z = np.asarray(z, np.float64)
+    rng = np.random.default_rng(seed)
+    best, best_inertia = None, np.inf
+    for _ in range(n_init):
+        centres = [z[rng.integers(len(z))]]
+        for _ in range(1, k):
+            d2 = np.min(((z[:, None, :] - np.asarray(centres)[None]) ** 2).sum(-1), axis=1)
+            centres.append(z[rng.choice(len(z), p=d2 / d2.sum()) if d2.sum() > 0 else rng.integers(len(z))])
+        c = np.asarray(centres)
+        for _ in range(max_iter):
+            lab = ((z[:, None, :] - c[None]) ** 2).sum(-1).argmin(axis=1)
+            new = np.asarray([z[lab == j].mean(axis=0) if np.any(lab == j) else c[j] for j in range(k)])
+            if np.allclose(new, c):
+                break
+            c = new
+        inertia = ((z - c[lab]) ** 2).sum()
+        if inertia < best_inertia:
+            best, best_inertia = lab, inertia
+    return best
+
+
+def vae_figure(path, history, z, labels, label_names, table):
+    """Loss curves (train, held-out), the latent's first two principal components coloured by
+    label, and the held-out negative ELBO per ``n_latent`` when there is a sweep."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = 3 if len(table) > 1 else 2
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4))
+    ep = np.asarray(history["epoch"])
+    axes[0].plot(ep, history["train_loss"], label="train (KL-weighted)")
+    val = np.asarray(history["val_loss"])
+    ok = np.isfinite(val)
+    if ok.any():
+        axes[0].plot(ep[ok], val[ok], label="held-out -ELBO")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("loss per cell")
+    axes[0].legend(fontsize=8)
+    zc = z - z.mean(axis=0)
+    _, _, vt = np.linalg.svd(zc, full_matrices=False)
+    pcs = zc @ vt[:2].T if z.shape[1] > 1 else np.column_stack([zc[:, 0], np.zeros(len(zc))])
+    if labels is None:
+        axes[1].scatter(pcs[:, 0], pcs[:, 1], s=3, c="grey")
+    else:
+        cmap = plt.get_cmap("tab20")
+        for j in np.unique(labels):
+            sel = labels == j
+            axes[1].scatter(pcs[sel, 0], pcs[sel, 1], s=3, color=cmap(j % 20), label=str(label_names[j]))
+        if len(np.unique(labels)) <= 20:
+            axes[1].legend(fontsize=6, markerscale=3, loc="best")
+    axes[1].set_title("latent (PCA of the posterior means)", fontsize=9)
+    if n == 3:
+        axes[2].plot(table["n_latent"], table["heldout_neg_elbo"], marker="o")
+        axes[2].set_xlabel("n_latent")
+        axes[2].set_ylabel("held-out -ELBO per cell")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
