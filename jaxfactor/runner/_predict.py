@@ -285,7 +285,10 @@ def _read_run(run_dir: str):
         raise ValueError(f"{paths['metrics.json']!r} is not valid JSON; is {run_dir!r} a jaxfactor run folder?") from None
     model = meta.get("model")
     if lookup(model) is None:
-        raise ValueError(f"{run_dir!r} holds a '{model}' run, which has no predictor; predict supports: {', '.join(PREDICTORS)}")
+        from ._models import MODELS
+
+        supported = [name for name in MODELS if lookup(name) is not None]
+        raise ValueError(f"{run_dir!r} holds a '{model}' run, which has no predictor; predict supports: {', '.join(supported)}")
     written = str(meta.get("jaxfactor_version", "unknown"))
     if written.split(".")[:2] != __version__.split(".")[:2]:
         raise ValueError(f"{run_dir!r} was written by jaxfactor {written}, this is {__version__}; refit with this version")
