@@ -29,6 +29,7 @@ import shutil
 import numpy as np
 
 from .. import __version__
+from ._output import _jsonable
 
 _HOW_KEYS = ("device", "progress", "figures", "shard", "max_points_per_call", "grid_map")
 
@@ -132,7 +133,7 @@ class SweepStore:
         meta["config_hash"] = self.hash
         payload = {f"{_ARRAY}{k}": np.asarray(v) for k, v in record["arrays"].items()}
         payload.update(trace=np.asarray(record["trace"]), trace_iter=np.asarray(record["trace_iter"]))
-        payload[_META] = np.asarray(json.dumps(_plain(meta)))
+        payload[_META] = np.asarray(json.dumps(_jsonable(meta)))
         _atomic_write(self._file(i), lambda fh: np.savez(fh, **payload))
 
     def load(self, i: int) -> dict:
@@ -146,15 +147,3 @@ class SweepStore:
     def remove(self) -> None:
         if self.writer:
             shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
