@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ._cluster import kmeans as kmeans_labels
 from ._cclone_task import PipelineOutcome
 from ._schema import Field
 
@@ -118,7 +119,7 @@ class VAETask:
             if loaded.labels is not None:
                 from ..cclone import adjusted_rand_index
 
-                kmeans = kmeans_labels(z, int(np.unique(loaded.labels).size), seed)
+                kmeans = kmeans_labels(z, int(np.unique(loaded.labels).size), seed=seed, n_iter=300)
                 row["ari"] = adjusted_rand_index(kmeans, loaded.labels)
             rows.append(row)
             fits.append((fit, z, kmeans))
@@ -149,30 +150,6 @@ class VAETask:
             vae_figure(os.path.join(folder, "vae.png"), fit.history, z, loaded.labels, loaded.label_names, table)
 
         return PipelineOutcome(records, out, {"selection.csv": table}, figures)
-
-
-def kmeans_labels(z, k: int, seed: int, n_init: int = 10, max_iter: int = 300) -> np.ndarray:
-    """Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii 2007), the best of
-    ``n_init`` starts by inertia (scikit-learn's KMeans defaults, without the dependency)."""
-    z = np.asarray(z, np.float64)
-    rng = np.random.default_rng(seed)
-    best, best_inertia = None, np.inf
-    for _ in range(n_init):
-        centres = [z[rng.integers(len(z))]]
-        for _ in range(1, k):
-            d2 = np.min(((z[:, None, :] - np.asarray(centres)[None]) ** 2).sum(-1), axis=1)
-            centres.append(z[rng.choice(len(z), p=d2 / d2.sum()) if d2.sum() > 0 else rng.integers(len(z))])
-        c = np.asarray(centres)
-        for _ in range(max_iter):
-            lab = ((z[:, None, :] - c[None]) ** 2).sum(-1).argmin(axis=1)
-            new = np.asarray([z[lab == j].mean(axis=0) if np.any(lab == j) else c[j] for j in range(k)])
-            if np.allclose(new, c):
-                break
-            c = new
-        inertia = ((z - c[lab]) ** 2).sum()
-        if inertia < best_inertia:
-            best, best_inertia = lab, inertia
-    return best
 
 
 def vae_figure(path, history, z, labels, label_names, table):

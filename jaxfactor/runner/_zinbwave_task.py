@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._cclone_task import PipelineOutcome
+from ._cluster import kmeans
 from ._schema import Field
 
 ZINBWAVE_FIELDS = {
@@ -56,34 +57,11 @@ def n_parameters(n: int, J: int, M: int, L: int, K: int, zero_inflation: bool, c
     return sides * (M * J + L * n + K * J) + n * K + (1 if common_dispersion else J)
 
 
-def kmeans(Z: np.ndarray, k: int, *, n_init: int = 10, n_iter: int = 100, seed: int = 0) -> np.ndarray:
-    """Lloyd's k-means with k-means++ seeding, best of ``n_init`` (labels); NumPy only, so the
-    runner needs no scikit-learn."""
-    rng = np.random.default_rng(seed)
-    best, best_sse = None, np.inf
-    for _ in range(n_init):
-        centres = [Z[rng.integers(len(Z))]]
-        for _ in range(1, k):
-            d2 = np.min(((Z[:, None, :] - np.asarray(centres)[None]) ** 2).sum(-1), axis=1)
-            centres.append(Z[rng.choice(len(Z), p=d2 / d2.sum())] if d2.sum() > 0 else Z[rng.integers(len(Z))])
-        C = np.asarray(centres)
-        for _ in range(n_iter):
-            lab = ((Z[:, None, :] - C[None]) ** 2).sum(-1).argmin(axis=1)
-            new = np.asarray([Z[lab == j].mean(axis=0) if np.any(lab == j) else C[j] for j in range(k)])
-            if np.allclose(new, C):
-                break
-            C = new
-        sse = ((Z - C[lab]) ** 2).sum()
-        if sse < best_sse:
-            best, best_sse = lab, sse
-    return best
-
-
 def kmeans_ari(W: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
     """Adjusted Rand index of k-means on W (k = number of labels) against the labels."""
     from ..cclone import adjusted_rand_index
 
-    return float(adjusted_rand_index(kmeans(W, len(np.unique(labels)), seed=seed), labels))
+    return float(adjusted_rand_index(kmeans(W, len(np.unique(labels)), seed=seed, n_iter=100), labels))
 
 
 class ZINBWaveTask:
