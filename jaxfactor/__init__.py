@@ -6,6 +6,7 @@ Public API: the algorithm contract (``Algorithm``, ``FitResult``), the shared fi
 """
 
 from ._base import Algorithm, ConvergenceWarning, FitResult
+from ._cells import cell_mesh
 from ._fit import FitManyResult, fit, fit_batch, fit_fixed, fit_many, fit_restarts, hparam_grid
 from ._registry import registered
 from . import data, mixture, nmf  # noqa: E402  (registers the algorithms)
@@ -23,6 +24,6 @@ def __getattr__(name):
 
 
 __all__ = [
-    "Algorithm", "ConvergenceWarning", "FitManyResult", "cclone", "zinbwave", "FitResult", "__version__", "data", "fit", "fit_batch", "fit_fixed", "fit_many", "fit_restarts", "hparam_grid",
+    "Algorithm", "ConvergenceWarning", "cell_mesh", "FitManyResult", "cclone", "zinbwave", "FitResult", "__version__", "data", "fit", "fit_batch", "fit_fixed", "fit_many", "fit_restarts", "hparam_grid",
     "mixture", "nmf", "registered",
 ]
