@@ -20,12 +20,15 @@ explicit and XLA inserts nothing behind our back. The mesh axis type is chosen d
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from functools import partial
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from ._base import Algorithm
 
 CELLS = "cells"
 
@@ -92,3 +95,163 @@ def place_rows(mesh, x):
     from ._fit import _place
 
     return _place(x, jax.sharding.NamedSharding(mesh, ROWS))
+
+
+# --------------------------------------------------------------------------------------------
+# an Algorithm whose step and objective run on row shards, and a fit of the unpadded data
+
+
+class CellLayout(NamedTuple):
+    """Which leaves of an algorithm's data and state are per cell (:data:`ROWS`, split over
+    ``"cells"``) and which are replicated (:data:`REPL`): pytree prefixes of ``PartitionSpec``,
+    e.g. ``CellLayout(data=ROWS, state=NMFState(ROWS, REPL))`` for X ≈ WH with W per cell."""
+
+    data: Any
+    state: Any
+
+
+def _is_spec(x) -> bool:
+    return isinstance(x, jax.sharding.PartitionSpec)
+
+
+def _map_rows(fn, specs, tree):
+    """``fn`` applied to every leaf of ``tree`` lying under a :data:`ROWS` leaf of ``specs``."""
+    return jax.tree_util.tree_map(
+        lambda spec, sub: jax.tree_util.tree_map(fn, sub) if spec == ROWS else sub, specs, tree, is_leaf=_is_spec
+    )
+
+
+def n_rows(specs, tree) -> int:
+    """The number of rows (cells) of ``tree``: the leading size of its first per-cell leaf."""
+    sizes = []
+    _map_rows(lambda x: sizes.append(int(np.shape(x)[0])), specs, tree)
+    if not sizes:
+        raise ValueError("the layout names no per-cell (ROWS) leaf")
+    return sizes[0]
+
+
+def pad_tree(specs, tree, n_total: int):
+    """Every per-cell leaf of ``tree`` padded with zero rows up to ``n_total`` rows."""
+    return _map_rows(lambda x: pad_rows(x, n_total), specs, tree)
+
+
+def place_tree(mesh, specs, tree):
+    """``tree`` on ``mesh``: per-cell leaves split over ``"cells"``, the others replicated."""
+    from ._fit import _place
+
+    return jax.tree_util.tree_map(
+        lambda spec, sub: jax.tree_util.tree_map(lambda x: _place(x, jax.sharding.NamedSharding(mesh, spec)), sub),
+        specs, tree, is_leaf=_is_spec,
+    )
+
+
+def sharded_algorithm(init: Callable, step: Callable, objective: Callable, *, monotone: bool, layout: CellLayout,
+                      mesh) -> Algorithm:
+    """The ``Algorithm`` whose step and objective run on row shards over ``mesh``.
+
+    ``step(state, data, hp, sharded=...)`` and ``objective(...)`` are the one implementation of
+    the method: with ``sharded=True`` they see this device's rows of the per-cell leaves and
+    total their partial sums with :func:`cell_sum`. ``mesh=None`` returns the unsharded triple
+    (the same functions, so the one-device program is unchanged).
+
+    The sharded ``init`` gathers the data, runs ``init`` on it and splits the per-cell state:
+    it needs data already padded to a multiple of the mesh size (the padded rows then count in
+    data-dependent inits such as ``mean(X)``); :func:`fit_cells` initialises on the unpadded data.
+    """
+    if mesh is None:
+        return Algorithm(init, step, objective, monotone=monotone)
+    check_cell_mesh(mesh)
+    ins = (layout.state, layout.data, REPL)
+    sharding = lambda spec: jax.sharding.NamedSharding(mesh, spec)
+
+    def sharded_init(key, data, hp):
+        data = jax.tree_util.tree_map(lambda x: jax.sharding.reshard(x, sharding(REPL)), data)
+        state = init(key, data, hp)
+        return jax.tree_util.tree_map(
+            lambda spec, sub: jax.tree_util.tree_map(lambda x: jax.sharding.reshard(x, sharding(spec)), sub),
+            layout.state, state, is_leaf=_is_spec,
+        )
+
+    sharded_step = over_cells(partial(step, sharded=True), mesh, ins, layout.state)
+    sharded_objective = over_cells(partial(objective, sharded=True), mesh, ins, REPL)
+    return Algorithm(sharded_init, sharded_step, sharded_objective, monotone=monotone)
+
+
+def place_cells(data, mesh, layout: CellLayout):
+    """``data`` padded to a multiple of the mesh size and placed on it (see :func:`fit_cells`)."""
+    return place_tree(mesh, layout.data, pad_tree(layout.data, data, padded_size(n_rows(layout.data, data), mesh)))
+
+
+@partial(jax.jit, static_argnames=("mesh", "specs", "n"))
+def _unpad_state(state, *, mesh, specs, n):
+    """The first ``n`` rows of every per-cell leaf, replicated on ``mesh`` (other leaves as they are)."""
+    full = jax.sharding.NamedSharding(mesh, REPL)
+    return _map_rows(lambda x: jax.sharding.reshard(x, full)[:n], specs, state)
+
+
+def fit_cells(alg: Algorithm, data, hp, keys, *, mesh, layout: CellLayout, init: Callable, state0=None, placed=None,
+              max_iter: int = 200, tol: float = 1e-4, chunk_size: int = 10, progress: bool = False,
+              timings: dict | None = None):
+    """Fit the cell-sharded ``alg`` from each of ``keys``; the best restart, as ``fit_many``.
+
+    The start state is ``init(key, data, hp)`` on the UNPADDED data on one device (or
+    ``state0``), so it is the state the unsharded fit starts from; then data and state get
+    zero rows up to a multiple of ``mesh.size`` (rows that contribute nothing to any sum of the
+    algorithm: see its ``sharded`` step) and their per-cell leaves are split over ``"cells"``.
+    The restarts run one after another (each is one ``fit``, one compiled program for all).
+    ``placed``: the data already through :func:`place_cells` (reused across calls). ``timings``:
+    a dict that receives ``compile_seconds`` (the init's and the fit's, compiled ahead of time
+    before the first restart) and ``seconds`` (the fits).
+
+    Returns a ``FitManyResult`` of one grid point (leading axis 1): the per-cell leaves of the
+    state have the unpadded ``n`` rows and are replicated (readable from every process).
+    """
+    import time
+
+    from ._fit import FitManyResult, _canonical_hp, _fit_jit, fit
+
+    check_cell_mesh(mesh)
+    n = n_rows(layout.data, data)
+    n_total = padded_size(n, mesh)
+    placed = place_cells(data, mesh, layout) if placed is None else placed
+    hp = _canonical_hp(hp)
+    if state0 is not None:
+        state0 = jax.tree_util.tree_map(np.asarray, state0)
+        start = place_tree(mesh, layout.state, pad_tree(layout.state, state0, n_total))
+    else:
+        start = None
+    init = jax.jit(init)
+    kw = dict(max_iter=int(max_iter), chunk_size=int(chunk_size))
+    results, seconds, init_compile = [], 0.0, 0.0
+    for s, key in enumerate(keys):
+        if s == 0 and timings is not None and start is None and not progress:
+            t0 = time.perf_counter()
+            init.lower(key, data, hp).compile()  # fills the cache (timed as compilation)
+            init_compile = time.perf_counter() - t0
+        if start is None:  # padded on the host (placing goes through it anyway)
+            s0 = jax.tree_util.tree_map(np.asarray, init(key, data, hp))
+            s0 = place_tree(mesh, layout.state, pad_tree(layout.state, s0, n_total))
+        else:
+            s0 = start
+        if s == 0 and timings is not None:
+            t0 = time.perf_counter()
+            if not progress:
+                _fit_jit.lower(alg, placed, hp, key, s0, tol, **kw).compile()  # fills the cache the fit uses
+            timings["compile_seconds"] = time.perf_counter() - t0 + init_compile
+        t0 = time.perf_counter()
+        results.append(jax.block_until_ready(fit(alg, placed, hp, key, state0=s0, tol=tol, progress=progress, **kw)))
+        seconds += time.perf_counter() - t0
+    if timings is not None:
+        timings["seconds"] = seconds
+    final = np.array([np.asarray(r.trace)[-1] for r in results])
+    best = int(np.argmin(np.where(np.isfinite(final), final, np.inf)))
+    chosen = results[best]._replace(state=_unpad_state(results[best].state, mesh=mesh, specs=layout.state, n=n))
+    # every leaf is now replicated: read it on the host and stack there (no eager ops on the mesh)
+    host = lambda *xs: jnp.asarray(np.stack([np.asarray(x) for x in xs]))
+    return FitManyResult(
+        best=jax.tree_util.tree_map(host, chosen),
+        best_index=jnp.asarray([best]),
+        objective=host(final.astype(np.asarray(results[0].trace).dtype)),
+        n_iter=host(np.stack([np.asarray(r.n_iter) for r in results])),
+        converged=host(np.stack([np.asarray(r.converged) for r in results])),
+    )

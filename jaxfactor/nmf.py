@@ -1,6 +1,7 @@
 """Non-negative matrix factorisation: ``jaxfactor.nmf.fit(X, n_components, ...)``.
 
-See :mod:`jaxfactor.factorization._nmf` for the maths and the update rules.
+See :mod:`jaxfactor.factorization._nmf` for the maths and the update rules. ``fit(..., mesh=
+jaxfactor.cell_mesh())`` splits the cells (rows of X and W) of one large fit over devices.
 """
 
 from .factorization import (  # noqa: F401  (public re-exports)

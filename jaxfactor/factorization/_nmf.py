@@ -19,6 +19,17 @@ Update rules (each step updates W then H, the order scikit-learn uses):
   projection onto the non-negative orthant cannot increase f (descent lemma), so f is monotone.
 - ``nmf_kl`` — Lee & Seung (2001), Theorem 2: ``H ← H ∘ Wᵀ(X / WH) / (Wᵀ1 + l1_H + l2_H H)``
   and symmetrically for W; monotone for the KL objective.
+
+Cell sharding (``mesh=``, a :func:`jaxfactor.cell_mesh`): the rows of X and W (cells) are split
+over devices, H is replicated. Every W update only reads its own rows of X and W (and the
+replicated H, HHᵀ); every H update needs sums over all cells — ``WᵀW``, ``WᵀX``,
+``Wᵀ(X / WH)``, ``Wᵀ1`` — which each device forms on its rows and ``psum``s (``cell_sum``), so
+the k × k and k × p totals, the Lipschitz constant ``λ_max(WᵀW)`` and the new H are identical
+on every device. The objective is the ``psum`` of per-shard sums plus the H penalties. Padding
+rows (n not a multiple of the device count) are zero rows of X and W: they stay exactly zero
+under all three updates (MU and KL multiply a zero; PGD's gradient there is ``l1_W >= 0``, so the
+projection returns 0) and add 0 to every sum, including the KL objective, whose linear term
+uses the unfloored ``WH`` (the floor only guards the logarithm).
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from .._base import Algorithm
+from .._cells import REPL, ROWS, CellLayout, cell_sum, sharded_algorithm
 from .._registry import register_example
 from ..numerics import eps, safe_div
 from ._nmf_init import INITS, initialize
@@ -40,6 +52,10 @@ METHODS = ("mu", "pgd", "kl")
 class NMFState(NamedTuple):
     W: jax.Array  # (n_samples, k)
     H: jax.Array  # (k, n_features)
+
+
+#: X and W are split by rows (cells) over a cell mesh; H is replicated.
+NMF_CELLS = CellLayout(data=ROWS, state=NMFState(ROWS, REPL))
 
 
 class NMFHparams(NamedTuple):
@@ -55,25 +71,29 @@ class NMFHparams(NamedTuple):
     l2_H: float = 0.0
 
 
-def _penalty(state: NMFState, hp: NMFHparams):
-    W, H = state
-    return (
-        hp.l1_W * jnp.sum(W) + 0.5 * hp.l2_W * jnp.sum(W * W)
-        + hp.l1_H * jnp.sum(H) + 0.5 * hp.l2_H * jnp.sum(H * H)
-    )
+def _penalty_W(W, hp: NMFHparams):
+    return hp.l1_W * jnp.sum(W) + 0.5 * hp.l2_W * jnp.sum(W * W)
 
 
-def frobenius_objective(state: NMFState, X, hp: NMFHparams):
-    """½‖X − WH‖²_F plus penalties."""
+def _penalty_H(H, hp: NMFHparams):
+    return hp.l1_H * jnp.sum(H) + 0.5 * hp.l2_H * jnp.sum(H * H)
+
+
+def frobenius_objective(state: NMFState, X, hp: NMFHparams, *, sharded: bool = False):
+    """½‖X − WH‖²_F plus penalties (``sharded``: X and W are this device's rows; psum'd)."""
     R = X - state.W @ state.H
-    return 0.5 * jnp.sum(R * R) + _penalty(state, hp)
+    return cell_sum(0.5 * jnp.sum(R * R) + _penalty_W(state.W, hp), sharded) + _penalty_H(state.H, hp)
 
 
-def kl_objective(state: NMFState, X, hp: NMFHparams):
-    """Generalised KL divergence D(X‖WH) (with 0 log 0 = 0) plus penalties."""
-    WH = jnp.maximum(state.W @ state.H, eps(X.dtype))
-    xlogx = jnp.where(X > 0, X * jnp.log(jnp.where(X > 0, X, 1.0) / WH), 0.0)
-    return jnp.sum(xlogx - X + WH) + _penalty(state, hp)
+def kl_objective(state: NMFState, X, hp: NMFHparams, *, sharded: bool = False):
+    """Generalised KL divergence D(X‖WH) (with 0 log 0 = 0) plus penalties.
+
+    ``WH`` is floored at epsilon inside the logarithm only (where X > 0); the linear term is
+    the exact Σ WH. ``sharded``: X and W are this device's rows; the sum is psum'd.
+    """
+    WH = state.W @ state.H
+    xlogx = jnp.where(X > 0, X * jnp.log(jnp.where(X > 0, X, 1.0) / jnp.maximum(WH, eps(X.dtype))), 0.0)
+    return cell_sum(jnp.sum(xlogx - X + WH) + _penalty_W(state.W, hp), sharded) + _penalty_H(state.H, hp)
 
 
 def _make_init(n_components: int, init: str):
@@ -87,12 +107,16 @@ def _make_init(n_components: int, init: str):
     return init_fn
 
 
-def _mu_step(state: NMFState, X, hp: NMFHparams) -> NMFState:
+# Each step takes ``sharded``: False on one device; True inside ``shard_map`` over a cell mesh,
+# where X and W hold this device's rows and ``cell_sum`` psums the sums over cells.
+
+
+def _mu_step(state: NMFState, X, hp: NMFHparams, *, sharded: bool = False) -> NMFState:
     W, H = state
     HHt = H @ H.T
     W = W * safe_div(X @ H.T, W @ HHt + hp.l1_W + hp.l2_W * W)
-    WtW = W.T @ W
-    H = H * safe_div(W.T @ X, WtW @ H + hp.l1_H + hp.l2_H * H)
+    WtW = cell_sum(W.T @ W, sharded)
+    H = H * safe_div(cell_sum(W.T @ X, sharded), WtW @ H + hp.l1_H + hp.l2_H * H)
     return NMFState(W, H)
 
 
@@ -101,44 +125,54 @@ def _lipschitz(G):
     return jnp.linalg.eigvalsh(G)[-1]
 
 
-def _pgd_step(state: NMFState, X, hp: NMFHparams) -> NMFState:
+def _pgd_step(state: NMFState, X, hp: NMFHparams, *, sharded: bool = False) -> NMFState:
     W, H = state
     floor = eps(X.dtype)
     HHt = H @ H.T
     grad_W = W @ HHt - X @ H.T + hp.l1_W + hp.l2_W * W
     W = jnp.maximum(W - grad_W / jnp.maximum(_lipschitz(HHt) + hp.l2_W, floor), 0.0)
-    WtW = W.T @ W
-    grad_H = WtW @ H - W.T @ X + hp.l1_H + hp.l2_H * H
+    WtW = cell_sum(W.T @ W, sharded)
+    grad_H = WtW @ H - cell_sum(W.T @ X, sharded) + hp.l1_H + hp.l2_H * H
     H = jnp.maximum(H - grad_H / jnp.maximum(_lipschitz(WtW) + hp.l2_H, floor), 0.0)
     return NMFState(W, H)
 
 
-def _kl_step(state: NMFState, X, hp: NMFHparams) -> NMFState:
+def _kl_step(state: NMFState, X, hp: NMFHparams, *, sharded: bool = False) -> NMFState:
     W, H = state
     floor = eps(X.dtype)
     ratio = X / jnp.maximum(W @ H, floor)
     W = W * safe_div(ratio @ H.T, jnp.sum(H, axis=1)[None, :] + hp.l1_W + hp.l2_W * W)
     ratio = X / jnp.maximum(W @ H, floor)
-    H = H * safe_div(W.T @ ratio, jnp.sum(W, axis=0)[:, None] + hp.l1_H + hp.l2_H * H)
+    num, colsum = cell_sum((W.T @ ratio, jnp.sum(W, axis=0)), sharded)
+    H = H * safe_div(num, colsum[:, None] + hp.l1_H + hp.l2_H * H)
     return NMFState(W, H)
 
 
 @lru_cache(maxsize=None)
-def nmf_mu(n_components: int, init: str = "nndsvda") -> Algorithm:
-    """Frobenius NMF by Lee–Seung multiplicative updates (monotone). Cached per arguments."""
-    return Algorithm(_make_init(n_components, init), _mu_step, frobenius_objective, monotone=True)
+def nmf_mu(n_components: int, init: str = "nndsvda", mesh: jax.sharding.Mesh | None = None) -> Algorithm:
+    """Frobenius NMF by Lee–Seung multiplicative updates (monotone). Cached per arguments.
+
+    ``mesh``: a cell mesh (:func:`jaxfactor.cell_mesh`): step and objective run on row shards of
+    X and W (X padded to a multiple of the mesh size with zero rows and split by rows, e.g. with
+    :func:`jaxfactor._cells.place_cells`; see the module docstring). ``jaxfactor.nmf.fit(mesh=)``
+    does the padding, placement and the init on the unpadded data for you.
+    """
+    return sharded_algorithm(_make_init(n_components, init), _mu_step, frobenius_objective, monotone=True,
+                             layout=NMF_CELLS, mesh=mesh)
 
 
 @lru_cache(maxsize=None)
-def nmf_pgd(n_components: int, init: str = "nndsvda") -> Algorithm:
-    """Frobenius NMF by alternating projected gradient with 1/L steps (monotone)."""
-    return Algorithm(_make_init(n_components, init), _pgd_step, frobenius_objective, monotone=True)
+def nmf_pgd(n_components: int, init: str = "nndsvda", mesh: jax.sharding.Mesh | None = None) -> Algorithm:
+    """Frobenius NMF by alternating projected gradient with 1/L steps (monotone). ``mesh``: as ``nmf_mu``."""
+    return sharded_algorithm(_make_init(n_components, init), _pgd_step, frobenius_objective, monotone=True,
+                             layout=NMF_CELLS, mesh=mesh)
 
 
 @lru_cache(maxsize=None)
-def nmf_kl(n_components: int, init: str = "nndsvda") -> Algorithm:
-    """KL-divergence NMF by Lee–Seung multiplicative updates (monotone)."""
-    return Algorithm(_make_init(n_components, init), _kl_step, kl_objective, monotone=True)
+def nmf_kl(n_components: int, init: str = "nndsvda", mesh: jax.sharding.Mesh | None = None) -> Algorithm:
+    """KL-divergence NMF by Lee–Seung multiplicative updates (monotone). ``mesh``: as ``nmf_mu``."""
+    return sharded_algorithm(_make_init(n_components, init), _kl_step, kl_objective, monotone=True,
+                             layout=NMF_CELLS, mesh=mesh)
 
 
 FACTORIES = {"mu": nmf_mu, "pgd": nmf_pgd, "kl": nmf_kl}

@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._base import ConvergenceWarning  # noqa: F401  (re-exported)
+from .._cells import check_cell_mesh, fit_cells
 from .._fit import check_finished, completed_trace, fit_restarts
 from .._validate import as_matrix, check_n_components, check_nonnegative_float, check_positive_int
-from ._nmf import FACTORIES, METHODS, NMFHparams, NMFState
+from ._nmf import FACTORIES, METHODS, NMF_CELLS, NMFHparams, NMFState
 from ._nmf_init import INITS
 
 
@@ -82,6 +83,7 @@ def fit(
     l2_H: float = 0.0,
     chunk_size: int = 10,
     progress: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> NMFResult:
     """Factorise a non-negative matrix ``X`` (n_samples × n_features) as ``W @ H``.
 
@@ -98,11 +100,17 @@ def fit(
       seed: PRNG seed (random init; the randomized SVD behind NNDSVD).
       l1_W, l2_W, l1_H, l2_H: penalty weights (see ``NMFHparams``).
       progress: show a progress bar over iterations (single restart; off when CI is set).
+      mesh: a cell mesh (``jaxfactor.cell_mesh()``, 1-D with axis ``"cells"``): the rows of X
+        and W are split over its devices and the sums over cells (WᵀW, WᵀX, the objective) are
+        ``psum``'d, for a single fit too large for one device. The init is computed on the
+        unpadded X (on one device), so the result equals the unsharded fit within float
+        tolerance; restarts run one after another.
 
     The computation runs in float64 when ``jax_enable_x64`` is on and X is float64, else float32.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    check_cell_mesh(mesh)
     Xn = as_matrix(X, "X")
     k = check_n_components(n_components, Xn.shape)
     max_iter = check_positive_int(max_iter, "max_iter")
@@ -127,8 +135,15 @@ def fit(
         warnings.warn("init='nndsvd' leaves exact zeros that multiplicative updates cannot move; prefer 'nndsvda'", stacklevel=2)
 
     alg = FACTORIES[method](k, alg_init)
-    res, restart_obj = fit_restarts(alg, Xj, hp, jax.random.PRNGKey(seed), n_restarts, max_iter=max_iter, tol=tol,
-                                    chunk_size=chunk_size, state0=state0, progress=progress)
+    key = jax.random.PRNGKey(seed)
+    if mesh is None:
+        res, restart_obj = fit_restarts(alg, Xj, hp, key, n_restarts, max_iter=max_iter, tol=tol,
+                                        chunk_size=chunk_size, state0=state0, progress=progress)
+    else:  # the same seeds as fit_restarts: the key itself, or its split for several restarts
+        keys = key[None] if n_restarts == 1 else jax.random.split(key, n_restarts)
+        many = fit_cells(FACTORIES[method](k, alg_init, mesh), Xj, hp, keys, mesh=mesh, layout=NMF_CELLS, init=alg.init,
+                         state0=state0, max_iter=max_iter, tol=tol, chunk_size=chunk_size, progress=progress)
+        res, restart_obj = jax.tree_util.tree_map(lambda x: x[0], many.best), np.asarray(many.objective[0])
     trace, trace_iter = completed_trace(res, chunk_size)
     check_finished(trace, bool(res.converged), tol=tol, max_iter=max_iter, name="NMF",
                    hint="check the scale of X and the penalties")

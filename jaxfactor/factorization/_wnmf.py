@@ -22,6 +22,14 @@ Updates (each ``step`` updates every row of C, then every row of V — CCLONE's 
   Saul / Blondel et al. 2008) followed by clipping at 1:
   ``C ← min(1, C ∘ ((W∘M)V) / ((W∘CVᵀ)V + l2_C C))``. Cheap, but known to stall where
   coverage is sparse; kept for comparison. The clip makes it not provably monotone.
+
+Cell sharding (``mesh=``, a :func:`jaxfactor.cell_mesh`): M, W, ``row_mask`` and C are split by
+rows (cells) over devices; V and ``col_mask`` are replicated. The C update of a cell reads only
+its own row (its QP inputs ``Q_i``, ``b_i`` are sums over variants); the V update needs the sums
+over cells ``Σ_i W_ij r_i c_i c_iᵀ`` and ``Σ_i r_i W_ij M_ij c_i`` (or, for ``wnmf_mu``,
+``(W∘M)ᵀC`` and ``(W∘CVᵀ)ᵀC``), formed per device and ``psum``'d, so every device solves the same
+V. The loss is the ``psum`` of per-shard sums plus ``l2_V ‖V‖²``. Padding rows have
+``row_mask = 0`` and ``M = W = 0`` and start at C = 0, which both updates keep.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from .._base import Algorithm
+from .._cells import REPL, ROWS, CellLayout, cell_sum, sharded_algorithm
 from .._registry import register_example
 from ..numerics import safe_div
 
@@ -47,6 +56,10 @@ class WNMFData(NamedTuple):
 class WNMFState(NamedTuple):
     C: jax.Array  # (n, k)
     V: jax.Array  # (p, k)
+
+
+#: M, W, row_mask and C are split by rows (cells) over a cell mesh; col_mask and V are replicated.
+WNMF_CELLS = CellLayout(data=WNMFData(ROWS, ROWS, ROWS, REPL), state=WNMFState(ROWS, REPL))
 
 
 class WNMFHparams(NamedTuple):
@@ -67,12 +80,13 @@ def effective_weights(data: WNMFData):
     return data.W * data.row_mask[:, None] * data.col_mask[None, :]
 
 
-def weighted_loss(state: WNMFState, data: WNMFData, hp: WNMFHparams):
-    """Σ W∘(M − CVᵀ)² over used cells and variants, plus the ridge terms."""
+def weighted_loss(state: WNMFState, data: WNMFData, hp: WNMFHparams, *, sharded: bool = False):
+    """Σ W∘(M − CVᵀ)² over used cells and variants, plus the ridge terms (``sharded``: the
+    per-cell sums are over this device's rows and psum'd)."""
     R = data.M - state.C @ state.V.T
     return (
-        jnp.sum(effective_weights(data) * R * R)
-        + hp.l2_C * jnp.sum(state.C**2) + hp.l2_V * jnp.sum(state.V**2)
+        cell_sum(jnp.sum(effective_weights(data) * R * R) + hp.l2_C * jnp.sum(state.C**2), sharded)
+        + hp.l2_V * jnp.sum(state.V**2)
     )
 
 
@@ -105,7 +119,7 @@ def gram_cols(Wt, V, v_weight):
 
 
 def _bcd_step(sweeps):
-    def step(state: WNMFState, data: WNMFData, hp: WNMFHparams) -> WNMFState:
+    def step(state: WNMFState, data: WNMFData, hp: WNMFHparams, *, sharded: bool = False) -> WNMFState:
         # Rows of the factor being solved run along the last axis (contiguous per coordinate).
         # The masks are folded into the small factor-side terms, so the (n × p) matrices stay
         # shared across a vmapped batch of masks (bootstraps, filters) and are never copied.
@@ -116,19 +130,20 @@ def _bcd_step(sweeps):
         WM = data.W * data.M
         Q = gram_cols(data.W.T, V, cm) + hp.l2_C * ridge
         C = box_qp_rows(Q, (cm[:, None] * V).T @ WM.T, C.T, sweeps).T
-        Q = cm * gram_cols(data.W, C, rm) + hp.l2_V * ridge
-        V = box_qp_rows(Q, cm * ((rm[:, None] * C).T @ WM), V.T, sweeps).T
+        Q, b = cell_sum((gram_cols(data.W, C, rm), (rm[:, None] * C).T @ WM), sharded)  # sums over cells
+        V = box_qp_rows(cm * Q + hp.l2_V * ridge, cm * b, V.T, sweeps).T
         return WNMFState(C, V)
 
     return step
 
 
-def _mu_step(state: WNMFState, data: WNMFData, hp: WNMFHparams) -> WNMFState:
+def _mu_step(state: WNMFState, data: WNMFData, hp: WNMFHparams, *, sharded: bool = False) -> WNMFState:
     Weff = effective_weights(data)
     WM = Weff * data.M
     C, V = state
     C = jnp.minimum(1.0, C * safe_div(WM @ V, (Weff * (C @ V.T)) @ V + hp.l2_C * C))
-    V = jnp.minimum(1.0, V * safe_div(WM.T @ C, (Weff * (C @ V.T)).T @ C + hp.l2_V * V))
+    num, den = cell_sum((WM.T @ C, (Weff * (C @ V.T)).T @ C), sharded)  # sums over cells
+    V = jnp.minimum(1.0, V * safe_div(num, den + hp.l2_V * V))
     return WNMFState(C, V)
 
 
@@ -144,18 +159,47 @@ def _init(n_components: int):
 
 
 @lru_cache(maxsize=None)
-def wnmf_bcd(n_components: int, inner_sweeps: int = 2) -> Algorithm:
-    """Box-constrained weighted NMF by exact per-row block minimisation (monotone)."""
-    return Algorithm(_init(n_components), _bcd_step(inner_sweeps), weighted_loss, monotone=True)
+def wnmf_bcd(n_components: int, inner_sweeps: int = 2, mesh: jax.sharding.Mesh | None = None) -> Algorithm:
+    """Box-constrained weighted NMF by exact per-row block minimisation (monotone).
+
+    ``mesh``: a cell mesh (:func:`jaxfactor.cell_mesh`): step and loss run on row shards (see
+    the module docstring); :func:`fit_wnmf` pads, places and initialises for you.
+    """
+    return sharded_algorithm(_init(n_components), _bcd_step(inner_sweeps), weighted_loss, monotone=True,
+                             layout=WNMF_CELLS, mesh=mesh)
 
 
 @lru_cache(maxsize=None)
-def wnmf_mu(n_components: int) -> Algorithm:
-    """Box-constrained weighted NMF by weighted multiplicative updates with clipping."""
-    return Algorithm(_init(n_components), _mu_step, weighted_loss, monotone=False)
+def wnmf_mu(n_components: int, mesh: jax.sharding.Mesh | None = None) -> Algorithm:
+    """Box-constrained weighted NMF by weighted multiplicative updates with clipping. ``mesh``: as ``wnmf_bcd``."""
+    return sharded_algorithm(_init(n_components), _mu_step, weighted_loss, monotone=False, layout=WNMF_CELLS, mesh=mesh)
 
 
 WNMF_METHODS = {"bcd": wnmf_bcd, "mu": wnmf_mu}
+
+
+def fit_wnmf(data: WNMFData, n_components: int, hp: WNMFHparams, key: jax.Array, *, method: str = "bcd",
+             inner_sweeps: int = 2, max_iter: int = 200, tol: float = 1e-4, chunk_size: int = 10,
+             state0: WNMFState | None = None, mesh: jax.sharding.Mesh | None = None):
+    """One weighted-NMF fit (``jaxfactor.fit`` of ``wnmf_bcd`` / ``wnmf_mu``), optionally with
+    its cells sharded over ``mesh`` (:func:`jaxfactor.cell_mesh`).
+
+    With a mesh the start state is drawn on the unpadded data (the one-device fit's start), the
+    rows are padded to a multiple of the mesh size (``row_mask = 0``) and split over devices; the
+    returned ``FitResult`` has the unpadded C. Equal to the one-device fit within float tolerance.
+    """
+    from .._cells import check_cell_mesh, fit_cells
+    from .._fit import fit
+
+    if method not in WNMF_METHODS:
+        raise ValueError(f"unknown weighted NMF method {method!r}; choose one of {', '.join(WNMF_METHODS)}")
+    check_cell_mesh(mesh)
+    make = (lambda m: wnmf_bcd(n_components, inner_sweeps, m)) if method == "bcd" else (lambda m: wnmf_mu(n_components, m))
+    kw = dict(max_iter=max_iter, tol=tol, chunk_size=chunk_size, state0=state0)
+    if mesh is None:
+        return fit(make(None), data, hp, key, **kw)
+    out = fit_cells(make(mesh), data, hp, jnp.asarray(key)[None], mesh=mesh, layout=WNMF_CELLS, init=make(None).init, **kw)
+    return jax.tree_util.tree_map(lambda x: x[0], out.best)
 
 
 def _example(factory):

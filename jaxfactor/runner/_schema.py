@@ -93,8 +93,10 @@ RUN_FIELDS = {
     "x64": Field(bool, False, help="compute in float64"),
     "progress": Field(bool, True, help="progress bar over sweep points (always off when CI is set)"),
     "grid_map": Field(str, "vmap", choices=("vmap", "map"), help="how hyperparameter points are batched"),
-    "shard": Field(str, "auto", choices=("auto", "off"),
-                   help="auto: split each sweep call's points x restarts over every device of the platform (if more than one)"),
+    "shard": Field(str, "auto", choices=("auto", "off", "cells"),
+                   help="auto: split each sweep call's points x restarts over every device of the platform (if more than one); "
+                        "cells: split the rows (cells) of one fit over them, one sweep point and restart at a time "
+                        "(data too large for one device; NMF, weighted NMF, GMM, PPCA, binomial mixture, VAE); off: one device"),
     "max_points_per_call": Field(int, 0, help="sweep points per compiled call (0: all points sharing static keys); "
                                                "smaller calls need less memory and are resumed at a finer grain"),
     "figures": Field(bool, True, help="write PNG figures"),

@@ -3,6 +3,10 @@
 ``run.shard = "auto"`` puts the (point × restart) axis of every compiled ``fit_many`` call on a
 1-D mesh over all devices of the chosen platform (every process's devices after
 ``jax.distributed.initialize``) when there is more than one; ``"off"`` runs on one device.
+``"cells"`` instead splits the rows (cells) of ONE fit over those devices (a 1-D mesh named
+``"cells"``, :func:`jaxfactor.cell_mesh`): sweep points and restarts then run one at a time,
+each with the cell-sharded algorithm (:data:`CELL_SHARDED` says how to build it per model).
+Pipeline models receive the value in ``cfg.run["shard"]`` and decide themselves.
 
 Before anything is compiled, ``check_memory`` estimates the bytes one compiled call needs and
 compares them with what the device has free; a sweep that cannot fit is a one-line error that
@@ -17,17 +21,35 @@ import os
 import jax
 import numpy as np
 
+from .._cells import CELLS, cell_mesh
 from .._fit import sweep_mesh
 
 
+def _nmf_cells(static: dict, mesh):
+    from ..factorization._nmf import FACTORIES, NMF_CELLS
+
+    make = lambda m: FACTORIES[static["method"]](static["n_components"], static["init"], m)
+    return make(mesh), make(None), NMF_CELLS
+
+
+#: model name -> ``(static, mesh) -> (cell-sharded Algorithm, unsharded Algorithm, CellLayout)``
+#: for the algorithm models whose single fits can split their cells over devices.
+CELL_SHARDED = {"nmf": _nmf_cells}
+
+
 def make_mesh(shard: str, device: jax.Device) -> jax.sharding.Mesh | None:
-    """The sweep mesh for ``run.shard`` on ``device``'s platform, or None for one device."""
+    """The mesh for ``run.shard`` on ``device``'s platform (a sweep mesh for "auto", a cell mesh
+    for "cells"), or None for one device."""
     if shard == "off":
         return None
     devices = jax.devices(device.platform)
     if len(devices) < 2:
         return None
-    return sweep_mesh(devices)
+    return cell_mesh(devices) if shard == "cells" else sweep_mesh(devices)
+
+
+def is_cell_mesh(mesh) -> bool:
+    return mesh is not None and tuple(mesh.axis_names) == (CELLS,)
 
 
 def describe(device: jax.Device, mesh) -> str:
@@ -35,7 +57,8 @@ def describe(device: jax.Device, mesh) -> str:
         return str(device)
     procs = jax.process_count()
     where = f" in {procs} processes" if procs > 1 else ""
-    return f"{mesh.size} {device.platform} devices{where} (sweep sharded)"
+    how = "cells of each fit sharded" if is_cell_mesh(mesh) else "sweep sharded"
+    return f"{mesh.size} {device.platform} devices{where} ({how})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,9 +110,15 @@ def fit_bytes(alg, data, hp) -> int:
     return 4 * _nbytes(state) + _nbytes(data)
 
 
-def call_bytes(alg, data, hp, *, n_points: int, n_seeds: int, grid_map: str, n_devices: int = 1) -> tuple[int, int, int]:
-    """(bytes per device, bytes per fit, fits alive at once per device) for one compiled call."""
+def call_bytes(alg, data, hp, *, n_points: int, n_seeds: int, grid_map: str, n_devices: int = 1,
+               cells: bool = False) -> tuple[int, int, int]:
+    """(bytes per device, bytes per fit, fits alive at once per device) for one compiled call.
+
+    ``cells``: one fit at a time with its rows split over the ``n_devices`` (the state's
+    replicated parts, e.g. H, are counted as split too: an estimate for n >> p)."""
     per_fit = fit_bytes(alg, data, hp)
+    if cells:
+        return math.ceil((_nbytes(data) + per_fit) / n_devices), math.ceil(per_fit / n_devices), 1
     pairs = n_points * n_seeds
     alive = n_seeds if grid_map == "map" else pairs
     alive = min(alive, math.ceil(pairs / n_devices))
@@ -100,7 +129,9 @@ def check_memory(alg, data, hp, *, n_points: int, n_seeds: int, grid_map: str, d
                  where: str, available: tuple[int, bool] | None = None, headroom: float = 0.9) -> None:
     """Raise a one-line ``ValueError`` when one compiled call would not fit in memory."""
     n_dev = 1 if mesh is None else mesh.size
-    need, per_fit, alive = call_bytes(alg, data, hp, n_points=n_points, n_seeds=n_seeds, grid_map=grid_map, n_devices=n_dev)
+    cells = is_cell_mesh(mesh)
+    need, per_fit, alive = call_bytes(alg, data, hp, n_points=n_points, n_seeds=n_seeds, grid_map=grid_map, n_devices=n_dev,
+                                      cells=cells)
     free, per_device = available if available is not None else available_bytes(device)
     if free <= 0:
         return  # unknown: do not guess
@@ -108,6 +139,11 @@ def check_memory(alg, data, hp, *, n_points: int, n_seeds: int, grid_map: str, d
     if total <= headroom * free:
         return
     data_b = _nbytes(data)
+    if cells:
+        raise ValueError(
+            f"one fit {where} with its cells split over {n_dev} devices needs about {_gib(total)} "
+            f"({_gib(need)} per device) but {device.platform} has about {_gib(free)} free; use more devices or a smaller data set"
+        )
     budget = headroom * free / (1 if per_device else n_dev) - data_b
     fits_ok = int(budget // per_fit) if budget > 0 else 0
     hints = []
