@@ -216,11 +216,11 @@ def test_row_sharded_em_equals_single_device():
         from jaxfactor.data._simulate_gmm import simulate_gmm
         from jaxfactor.mixture._gmm import GMMHparams, gmm
         X = jnp.asarray(simulate_gmm(3000, 3, 3, seed=0).X)
-        mesh = Mesh(np.array(jax.devices()), ("rows",))
+        mesh = jf.cell_mesh()
         key = jax.random.PRNGKey(0)
         p0 = jax.jit(gmm(3).init)(key, X, GMMHparams())
         one = jf.fit(gmm(3, block_size=256), X, GMMHparams(), key, max_iter=20, tol=0, state0=p0)
-        two = jf.fit(gmm(3, block_size=256, mesh=mesh), jax.device_put(X, NamedSharding(mesh, P("rows"))), GMMHparams(), key,
+        two = jf.fit(gmm(3, block_size=256, mesh=mesh), jax.device_put(X, NamedSharding(mesh, P("cells"))), GMMHparams(), key,
                      max_iter=20, tol=0, state0=jax.device_put(p0, NamedSharding(mesh, P())))
         np.testing.assert_allclose(np.asarray(two.trace), np.asarray(one.trace), rtol=1e-12)
         np.testing.assert_allclose(np.asarray(two.state.means), np.asarray(one.state.means), rtol=1e-10)

@@ -21,7 +21,7 @@ Threads. OMP/OpenBLAS/MKL_NUM_THREADS and PJRT_NPROC are set before numpy and ja
 and scikit-learn also runs under ``threadpool_limits(N)``. XLA:CPU runs the small blocked matmuls
 of one EM pass on one core; ``--devices 2`` makes two single-threaded CPU devices
 (``--xla_force_host_platform_device_count=2``, PJRT_NPROC=1) and splits the rows between them
-(``gmm(..., mesh=Mesh(devices, ("rows",)))``: shard_map + psum of the sufficient statistics). The load average is printed before and
+(``gmm(..., mesh=jaxfactor.cell_mesh(devices))``: shard_map + psum of the sufficient statistics). The load average is printed before and
 after: other processes on these cores slow both libraries.
 
 Run:  python experiments/benchmarks/gmm_vs_sklearn.py [--quick] [--n-samples 100000
@@ -96,11 +96,11 @@ key = jax.random.PRNGKey(0)
 p0 = jax.jit(gmm(k, cov, "kmeans++", args.block_size).init)(key, jnp.asarray(X), hp)
 mesh = None
 if args.devices > 1:
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    from jax.sharding import NamedSharding, PartitionSpec
 
     if n % args.devices:
         raise SystemExit(f"--n-samples must be divisible by --devices ({args.devices})")
-    mesh = Mesh(np.array(jax.devices()[: args.devices]), ("rows",))
+    mesh = jaxfactor.cell_mesh(jax.devices()[: args.devices])
 alg = gmm(k, cov, "kmeans++", args.block_size, mesh)
 U0 = np.asarray(p0.precisions_cholesky)
 prec0 = U0 @ np.swapaxes(U0, -1, -2) if cov in ("full", "tied") else U0 * U0
@@ -109,7 +109,7 @@ prec0 = U0 @ np.swapaxes(U0, -1, -2) if cov in ("full", "tied") else U0 * U0
 Xj = jnp.asarray(X, dtype)
 state0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), p0)
 if mesh is not None:
-    Xj = jax.device_put(Xj, NamedSharding(mesh, PartitionSpec("rows")))
+    Xj = jax.device_put(Xj, NamedSharding(mesh, PartitionSpec("cells")))
     state0 = jax.device_put(state0, NamedSharding(mesh, PartitionSpec()))
 
 

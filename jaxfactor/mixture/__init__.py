@@ -1,11 +1,15 @@
-"""EM as alternating maximisation: Gaussian mixtures, binomial mixtures of allele counts, PPCA."""
+"""EM as alternating maximisation: Gaussian mixtures, binomial mixtures of allele counts, PPCA.
+
+Every model can split the cells (rows) of one large fit over a cell mesh (``mesh=jaxfactor.cell_mesh()``;
+the data then goes through ``cell_data``).
+"""
 
 from ._binomial import (
     BinomialData, BinomialEMParams, BinomialMixtureHparams, BinomialMixtureResult, BinomialVBState, binomial_data,
     binomial_log_likelihood, binomial_log_posterior, binomial_mixture_em, binomial_mixture_em_model, binomial_mixture_vb,
     fit_binomial_mixture, fit_binomial_mixture_anndata,
 )
-from ._em import EMModel, em_algorithm
+from ._em import CellData, EMModel, cell_data, em_algorithm
 from ._gmm import (
     GMMCollapseWarning, GMMHparams, GMMParams, GMMResult, GMMStats, estimate_log_gaussian_prob, fit_gmm, gmm, gmm_em,
     kmeans_plusplus, posterior,
@@ -25,7 +29,7 @@ __all__ = [
     "binomial_mixture_em_model", "binomial_mixture_vb", "fit_binomial_mixture", "fit_binomial_mixture_anndata",
     "GMMCollapseWarning", "GMMHparams", "GMMParams", "GMMResult", "GMMStats", "estimate_log_gaussian_prob", "fit_gmm",
     "gmm", "gmm_em", "kmeans_plusplus", "posterior",
-    "COVARIANCE_TYPES", "EMModel", "PPCAClosedForm", "PPCAHparams", "PPCAMoments", "PPCAParams", "PPCAResult", "Selection",
+    "CellData", "cell_data", "COVARIANCE_TYPES", "EMModel", "PPCAClosedForm", "PPCAHparams", "PPCAMoments", "PPCAParams", "PPCAResult", "Selection",
     "aic", "bic", "binomial_mixture_n_parameters", "em_algorithm", "fit_ppca", "gmm_n_parameters", "heldout_split",
     "ppca", "ppca_closed_form", "ppca_data", "ppca_em", "ppca_moments", "ppca_n_parameters", "select_k",
     "select_ppca_components",

@@ -67,8 +67,9 @@ from jax.scipy.special import digamma, gammaln, logsumexp
 from scipy.special import gammaln as sp_gammaln
 
 from .._base import Algorithm
+from .._cells import REPL, ROWS, check_cell_mesh, pad_rows, padded_size, place_rows
 from .._registry import register_example
-from ._em import EMModel, em_algorithm
+from ._em import CellData, Cells, EMModel, all_cells, cell_data, data_specs, em_algorithm, on_cells, split_cells
 
 AF_FLOOR = 1e-6  # allele frequencies are kept in [AF_FLOOR, 1 - AF_FLOOR] by MAP-EM
 WEIGHT_FLOOR = 1e-8  # MAP-EM mixing weights are floored at WEIGHT_FLOOR * n_cells pseudo-cells
@@ -122,10 +123,8 @@ def _suff(data: BinomialData, R):
     return data.alt.T @ R, data.ref.T @ R
 
 
-def _random_prob(key, data: BinomialData, n_clones: int):
-    """Random assignment probabilities: rows drawn from a flat Dirichlet."""
-    n = data.alt.shape[0]
-    dtype = data.log_coef.dtype
+def _random_prob(key, n: int, n_clones: int, dtype):
+    """Random assignment probabilities of n cells: rows drawn from a flat Dirichlet."""
     e = -jnp.log(jax.random.uniform(key, (n, n_clones), dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0))
     return e / jnp.sum(e, axis=1, keepdims=True)
 
@@ -154,25 +153,35 @@ def _em_joint(params: BinomialEMParams, data: BinomialData):
 
 def em_m_step(prob, data: BinomialData, hp: BinomialMixtureHparams) -> BinomialEMParams:
     """MAP M-step from responsibilities ``prob`` (n_cells, K); see the module docstring."""
-    sa, sr = _suff(data, prob)
+    return _em_m_step(prob, hp, data, all_cells(prob.shape[0]))
+
+
+def _em_m_step(prob, hp, data, cells: Cells) -> BinomialEMParams:
+    """The M-step on this device's cells; ``cells.sum`` totals over devices, padding masked."""
+    prob = cells.keep(prob)
+    sa, sr = cells.sum(_suff(data, prob))
     num = sa + hp.beta_a - 1.0
     den = sa + sr + hp.beta_a + hp.beta_b - 2.0
     prior_mean = hp.beta_a / (hp.beta_a + hp.beta_b)
     af = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), prior_mean)
     af = jnp.clip(af, AF_FLOOR, 1.0 - AF_FLOOR)
-    counts = jnp.sum(prob, axis=0) + hp.dirichlet - 1.0
-    counts = jnp.maximum(counts, WEIGHT_FLOOR * prob.shape[0])
+    counts = cells.sum(jnp.sum(prob, axis=0)) + hp.dirichlet - 1.0
+    counts = jnp.maximum(counts, WEIGHT_FLOOR * cells.n)
     return BinomialEMParams(af, counts / jnp.sum(counts))
 
 
-def _em_e_step(params, data, hp):
-    del hp
-    return jax.nn.softmax(_em_joint(params, data), axis=1)
+def _em_e_step(params, data, cells: Cells):
+    """Responsibilities of this device's cells (padded rows: 0)."""
+    return cells.keep(jax.nn.softmax(_em_joint(params, data), axis=1))
+
+
+def _log_likelihood(params: BinomialEMParams, data: BinomialData, cells: Cells):
+    return cells.sum(jnp.sum(cells.keep(logsumexp(_em_joint(params, data), axis=1)))) + data.log_coef
 
 
 def binomial_log_likelihood(params: BinomialEMParams, data: BinomialData):
     """log p(ALT | DP, θ, π) = Σ_i log Σ_k π_k Π_j Binomial(ALT_ij | DP_ij, θ_jk) (all constants kept)."""
-    return jnp.sum(logsumexp(_em_joint(params, data), axis=1)) + data.log_coef
+    return _log_likelihood(params, data, all_cells(data.alt.shape[0]))
 
 
 def _log_prior(params: BinomialEMParams, hp: BinomialMixtureHparams):
@@ -188,24 +197,58 @@ def binomial_log_posterior(params: BinomialEMParams, data: BinomialData, hp: Bin
     return binomial_log_likelihood(params, data) + _log_prior(params, hp)
 
 
+def _on_cells(fn, mesh, data, in_specs, out_specs):
+    """``run(*args)`` = ``fn(*args, data, cells)`` on the cells of ``data`` (``BinomialData``, or
+    its ``CellData`` with a mesh); ``in_specs`` are the specs of ``args``."""
+    if mesh is None and not isinstance(data, CellData):  # one device, every row real (dense or BCOO)
+        cells = all_cells(data.alt.shape[0])
+        return lambda *args: fn(*args, data, cells)
+    inner, n, rows = split_cells(data, mesh)
+    run = on_cells(fn, mesh, n, rows, (*in_specs, data_specs(inner)), out_specs)
+    return lambda *args: run(*args, inner)
+
+
+def _em_init(key, hp, data, cells, *, n_clones):
+    prob = cells.local_rows(_random_prob(key, cells.n, n_clones, data.log_coef.dtype))
+    return _em_m_step(prob, hp, data, cells)
+
+
 @lru_cache(maxsize=None)
-def binomial_mixture_em_model(n_clones: int) -> EMModel:
-    """The ``EMModel`` of MAP-EM; its ``log_likelihood`` slot holds the log *posterior*."""
+def binomial_mixture_em_model(n_clones: int, mesh: jax.sharding.Mesh | None = None) -> EMModel:
+    """The ``EMModel`` of MAP-EM; its ``log_likelihood`` slot holds the log *posterior*.
+
+    ``mesh``: optional cell mesh (static); the data is then ``binomial_data(..., mesh=mesh)``
+    (dense): the E-step gives each device its cells' responsibilities (rows split over "cells",
+    padded rows 0) and the M-step and the log posterior total their sums with ``psum``.
+    """
+    n_clones = int(n_clones)
+    check_cell_mesh(mesh)
 
     def init(key, data, hp):
-        return em_m_step(_random_prob(key, data, n_clones), data, hp)
+        return _on_cells(partial(_em_init, n_clones=n_clones), mesh, data, (REPL, REPL), REPL)(key, hp)
 
-    return EMModel(init, _em_e_step, em_m_step, binomial_log_posterior)
+    def e_step(params, data, hp):
+        del hp
+        return _on_cells(_em_e_step, mesh, data, (REPL,), ROWS)(params)
+
+    def m_step(prob, data, hp):
+        return _on_cells(_em_m_step, mesh, data, (ROWS, REPL), REPL)(prob, hp)
+
+    def log_posterior(params, data, hp):
+        return _on_cells(_log_likelihood, mesh, data, (REPL,), REPL)(params) + _log_prior(params, hp)
+
+    return EMModel(init, e_step, m_step, log_posterior)
 
 
 @lru_cache(maxsize=None)
-def binomial_mixture_em(n_clones: int) -> Algorithm:
+def binomial_mixture_em(n_clones: int, mesh: jax.sharding.Mesh | None = None) -> Algorithm:
     """MAP-EM for the binomial mixture with K = ``n_clones`` clones (monotone; cached).
 
     State ``BinomialEMParams(af (n_variants, K), weights (K,))``; ``init`` draws random
     responsibilities (flat Dirichlet rows) and takes one M-step; objective = −log posterior.
+    ``mesh``: split the cells over a cell mesh (see ``binomial_mixture_em_model``).
     """
-    return em_algorithm(binomial_mixture_em_model(int(n_clones)))
+    return em_algorithm(binomial_mixture_em_model(int(n_clones), mesh))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,8 +257,13 @@ def binomial_mixture_em(n_clones: int) -> Algorithm:
 
 def vb_update_params(prob, data: BinomialData, hp: BinomialMixtureHparams) -> BinomialVBState:
     """Beta (and Dirichlet) posteriors given assignment probabilities ``prob``."""
-    sa, sr = _suff(data, prob)
-    return BinomialVBState(prob, sa + hp.beta_a, sr + hp.beta_b, jnp.sum(prob, axis=0) + hp.dirichlet)
+    return _vb_update_params(prob, hp, data, all_cells(prob.shape[0]))
+
+
+def _vb_update_params(prob, hp, data, cells: Cells) -> BinomialVBState:
+    prob = cells.keep(prob)
+    sa, sr = cells.sum(_suff(data, prob))
+    return BinomialVBState(prob, sa + hp.beta_a, sr + hp.beta_b, cells.sum(jnp.sum(prob, axis=0)) + hp.dirichlet)
 
 
 def _vb_expected_loglik(state: BinomialVBState, data: BinomialData):
@@ -248,37 +296,57 @@ def _kl_dirichlet(w, alpha):
     )
 
 
-def _vb_elbo(state: BinomialVBState, data: BinomialData, hp: BinomialMixtureHparams, learn_weights: bool):
+def _vb_elbo(state: BinomialVBState, hp: BinomialMixtureHparams, data: BinomialData, cells: Cells, *, learn_weights: bool):
     E = _vb_expected_loglik(state, data)
     logw = _vb_log_weights(state, learn_weights)
-    elbo = jnp.sum(state.prob * (E + logw)) - jnp.sum(_xlogx(state.prob))
+    prob = cells.keep(state.prob)
+    elbo = cells.sum(jnp.sum(prob * (E + logw))) - cells.sum(jnp.sum(_xlogx(prob)))
     elbo = elbo - jnp.sum(_kl_beta(state.af_alpha, state.af_beta, hp.beta_a, hp.beta_b))
     if learn_weights:
         elbo = elbo - _kl_dirichlet(state.weights_alpha, hp.dirichlet)
     return elbo + data.log_coef
 
 
+VB_STATE_SPECS = BinomialVBState(ROWS, REPL, REPL, REPL)  # q(z) rows split over "cells"
+
+
+def _vb_init(key, hp, data, cells, *, n_clones):
+    prob = cells.local_rows(_random_prob(key, cells.n, n_clones, data.log_coef.dtype))
+    return _vb_update_params(prob, hp, data, cells)
+
+
+def _vb_step(state, hp, data, cells, *, learn_weights):
+    state = _vb_update_params(state.prob, hp, data, cells)
+    logits = _vb_expected_loglik(state, data) + _vb_log_weights(state, learn_weights)
+    return state._replace(prob=cells.keep(jax.nn.softmax(logits, axis=1)))
+
+
 @lru_cache(maxsize=None)
-def binomial_mixture_vb(n_clones: int, learn_weights: bool = False) -> Algorithm:
+def binomial_mixture_vb(n_clones: int, learn_weights: bool = False, mesh: jax.sharding.Mesh | None = None) -> Algorithm:
     """Mean-field VB (vireoSNP's ``BinomMixtureVB``) with K = ``n_clones`` clones (monotone; cached).
 
     State ``BinomialVBState``; ``init`` draws random assignment probabilities and sets the
     posteriors from them (``vb_update_params``); a step updates the posteriors then the
     assignments; objective = −ELBO. ``learn_weights`` (static) adds a Dirichlet posterior on π;
     without it π is uniform and fixed, as in vireoSNP.
+
+    ``mesh``: optional cell mesh (static); the data is then ``binomial_data(..., mesh=mesh)``
+    (dense) and ``state.prob`` has its (padded) rows split over "cells" (padded rows 0); every
+    sum over cells (Beta/Dirichlet posteriors, the ELBO's cell terms) is totalled with ``psum``.
     """
     n_clones, learn_weights = int(n_clones), bool(learn_weights)
+    check_cell_mesh(mesh)
 
     def init(key, data, hp):
-        return vb_update_params(_random_prob(key, data, n_clones), data, hp)
+        return _on_cells(partial(_vb_init, n_clones=n_clones), mesh, data, (REPL, REPL), VB_STATE_SPECS)(key, hp)
 
     def step(state, data, hp):
-        state = vb_update_params(state.prob, data, hp)
-        logits = _vb_expected_loglik(state, data) + _vb_log_weights(state, learn_weights)
-        return state._replace(prob=jax.nn.softmax(logits, axis=1))
+        fn = partial(_vb_step, learn_weights=learn_weights)
+        return _on_cells(fn, mesh, data, (VB_STATE_SPECS, REPL), VB_STATE_SPECS)(state, hp)
 
     def objective(state, data, hp):
-        return -_vb_elbo(state, data, hp, learn_weights)
+        fn = partial(_vb_elbo, learn_weights=learn_weights)
+        return -_on_cells(fn, mesh, data, (VB_STATE_SPECS, REPL), REPL)(state, hp)
 
     return Algorithm(init, step, objective, monotone=True)
 
@@ -379,13 +447,19 @@ def _log_coef(alt, ref) -> float:
     return float(np.sum(sp_gammaln(alt + ref + 1.0) - sp_gammaln(alt + 1.0) - sp_gammaln(ref + 1.0)))
 
 
-def _build_data(alt, ref, sparse) -> BinomialData:
+def _build_data(alt, ref, sparse, mesh=None) -> BinomialData | CellData:
     if sparse not in ("auto", True, False):
         raise ValueError(f"sparse must be 'auto', True or False, got {sparse!r}")
+    check_cell_mesh(mesh)
+    if mesh is not None and sparse is True:
+        raise ValueError("sparse=True (BCOO) cannot be split over a cell mesh; use sparse='auto' or False with mesh")
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     n, p = alt.shape
     use_bcoo = sparse is True or (sparse == "auto" and sp.issparse(alt) and n * p > DENSE_LIMIT)
     coef = jnp.asarray(_log_coef(alt, ref), dtype)
+    if mesh is not None:  # dense on the host, then each device gets its rows
+        host = lambda m: np.asarray(m.toarray() if sp.issparse(m) else m, np.dtype(dtype))
+        return cell_data(BinomialData(host(alt), host(ref), coef), mesh)
     if use_bcoo:
         from jax.experimental.sparse import BCOO
 
@@ -395,15 +469,17 @@ def _build_data(alt, ref, sparse) -> BinomialData:
     return BinomialData(dense(alt), dense(ref), coef)
 
 
-def binomial_data(alt, depth, *, sparse="auto") -> BinomialData:
+def binomial_data(alt, depth, *, sparse="auto", mesh: jax.sharding.Mesh | None = None) -> BinomialData | CellData:
     """Validated ``BinomialData`` from ALT and depth counts (cells × variants), for the Algorithm API.
 
     ``sparse``: ``True`` stores BCOO matrices, ``False`` dense ones, ``"auto"`` keeps scipy sparse
     input sparse when cells × variants exceeds ``DENSE_LIMIT``. float64 under ``jax_enable_x64``,
-    else float32.
+    else float32. ``mesh``: a cell mesh; the result is then ``cell_data(dense data, mesh)`` (the
+    cells zero-padded to a multiple of the mesh size and split over it), the data of
+    ``binomial_mixture_em(k, mesh)`` / ``binomial_mixture_vb(k, ..., mesh)``.
     """
     alt, ref = _check_alt_ref(alt, depth)
-    return _build_data(alt, ref, sparse)
+    return _build_data(alt, ref, sparse, mesh)
 
 
 def _check_prior(value, name, method):
@@ -429,24 +505,32 @@ def _check_init_prob(init_prob, n, k):
     return arr / arr.sum(axis=1, keepdims=True)
 
 
-@partial(jax.jit, static_argnames=("method", "learn_weights"))
-def _summaries(state, data, *, method, learn_weights):
+def _summary(state, data, cells, *, method, learn_weights):
     if method == "em":
-        prob = _em_e_step(state, data, None)
+        prob = _em_e_step(state, data, cells)
         params = state
     else:
-        prob = state.prob
+        prob = cells.keep(state.prob)
         af = state.af_alpha / (state.af_alpha + state.af_beta)
-        w = state.weights_alpha / jnp.sum(state.weights_alpha) if learn_weights else jnp.mean(prob, axis=0)
+        w = state.weights_alpha / jnp.sum(state.weights_alpha) if learn_weights else cells.sum(jnp.sum(prob, axis=0)) / cells.n
         params = BinomialEMParams(af, w)
-    return prob, params, binomial_log_likelihood(params, data)
+    return prob, params, _log_likelihood(params, data, cells)
+
+
+@partial(jax.jit, static_argnames=("method", "learn_weights", "mesh"))
+def _summaries(state, data, *, method, learn_weights, mesh):
+    """(clone probabilities (rows, K), point-estimate parameters, log-likelihood)."""
+    fn = partial(_summary, method=method, learn_weights=learn_weights)
+    specs = REPL if method == "em" else VB_STATE_SPECS
+    return _on_cells(fn, mesh, data, (specs,), (ROWS, REPL, REPL))(state)
 
 
 def _fit_counts(alt, ref, n_clones, *, method, max_iter, tol, n_init, seed, beta_a, beta_b, dirichlet, learn_weights,
-                init_prob, sparse, chunk_size, progress) -> BinomialMixtureResult:
+                init_prob, sparse, chunk_size, progress, mesh) -> BinomialMixtureResult:
     from .._fit import check_finished, completed_trace, fit_restarts
     from .._validate import check_nonnegative_float, check_positive_int
 
+    check_cell_mesh(mesh)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(map(repr, METHODS))}")
     n, p = alt.shape
@@ -465,13 +549,17 @@ def _fit_counts(alt, ref, n_clones, *, method, max_iter, tol, n_init, seed, beta
     if prob0 is not None and n_init > 1:
         raise ValueError("n_init > 1 repeats the same fit from init_prob; use n_init=1 or drop init_prob")
 
-    data = _build_data(alt, ref, sparse)
-    alg = binomial_mixture_em(k) if method == "em" else binomial_mixture_vb(k, learn_weights)
-    hp = BinomialMixtureHparams(*(jnp.asarray(v, data.log_coef.dtype) for v in hp))
+    data = _build_data(alt, ref, sparse, mesh)  # with a mesh: cells padded and split over it
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    alg = binomial_mixture_em(k, mesh) if method == "em" else binomial_mixture_vb(k, learn_weights, mesh)
+    hp = BinomialMixtureHparams(*(jnp.asarray(v, dtype) for v in hp))
     state0 = None
     if prob0 is not None:
-        prob0 = jnp.asarray(prob0, data.log_coef.dtype)
-        state0 = em_m_step(prob0, data, hp) if method == "em" else vb_update_params(prob0, data, hp)
+        prob0 = jnp.asarray(prob0, dtype)
+        if mesh is not None:
+            prob0 = place_rows(mesh, pad_rows(np.asarray(prob0), padded_size(n, mesh)))
+        update = _em_m_step if method == "em" else _vb_update_params
+        state0 = _on_cells(update, mesh, data, (ROWS, REPL), REPL if method == "em" else VB_STATE_SPECS)(prob0, hp)
 
     res, restart = fit_restarts(alg, data, hp, jax.random.PRNGKey(seed), n_init, max_iter=max_iter, tol=tol,
                                 chunk_size=chunk_size, state0=state0 if n_init == 1 else None, progress=progress)
@@ -481,8 +569,8 @@ def _fit_counts(alt, ref, n_clones, *, method, max_iter, tol, n_init, seed, beta
     check_finished(trace, bool(res.converged), tol=tol, max_iter=max_iter, name=f"binomial mixture ({method})",
                    hint="please report this with the input")
     n_iter, converged = int(res.n_iter), bool(res.converged)
-    prob, params, loglik = _summaries(res.state, data, method=method, learn_weights=learn_weights)
-    prob = np.asarray(prob, np.float64)
+    prob, params, loglik = _summaries(res.state, data, method=method, learn_weights=learn_weights, mesh=mesh)
+    prob = np.asarray(prob, np.float64)[:n]
     sizes = prob.sum(axis=0)
     collapsed = tuple(int(c) for c in np.flatnonzero(sizes < 0.5))
     if collapsed:
@@ -527,6 +615,7 @@ def fit_binomial_mixture(
     sparse="auto",
     chunk_size: int = 10,
     progress: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> BinomialMixtureResult:
     """Cluster cells into ``n_clones`` clones from allele counts (binomial mixture).
 
@@ -552,6 +641,11 @@ def fit_binomial_mixture(
       sparse: ``"auto"`` (scipy sparse input larger than ``DENSE_LIMIT`` entries stays sparse, as
         BCOO), ``True`` (always BCOO) or ``False`` (densify).
       progress: progress bar over iterations (n_init=1; off when CI is set).
+      mesh: optional cell mesh (``jaxfactor.cell_mesh()``): the cells are split over its devices
+        (any number of cells: padded rows are masked out of every sum, the mixing weights
+        included) and every sum over cells is totalled with ``psum``; counts are densified
+        (``sparse=True`` is refused). The random init is the one-device one. Results equal the
+        one-device fit within float tolerance.
 
     Bad input (NaN, negative or fractional counts, alt > depth, mismatched shapes, K out of range)
     raises a one-line ``ValueError`` before anything is compiled. A clone that collapses stays
@@ -561,7 +655,7 @@ def fit_binomial_mixture(
     alt, ref = _check_alt_ref(alt, depth)
     return _fit_counts(alt, ref, n_clones, method=method, max_iter=max_iter, tol=tol, n_init=n_init, seed=seed,
                        beta_a=beta_a, beta_b=beta_b, dirichlet=dirichlet, learn_weights=learn_weights,
-                       init_prob=init_prob, sparse=sparse, chunk_size=chunk_size, progress=progress)
+                       init_prob=init_prob, sparse=sparse, chunk_size=chunk_size, progress=progress, mesh=mesh)
 
 
 def fit_binomial_mixture_anndata(

@@ -37,6 +37,12 @@ factor.
 Inits: ``"kmeans++"`` (D² seeding, Arthur & Vassilvitskii, SODA 2007) or
 ``"random_from_data"`` (k distinct samples) choose k centres; every sample is assigned to its
 nearest centre and one M-step on those hard responsibilities gives the initial parameters.
+
+Cells over devices (``mesh=jaxfactor.cell_mesh()``): the rows of X are zero-padded to a multiple
+of the device count and split over the devices; each computes its rows' responsibilities and
+partial statistics (padded rows masked to zero responsibility and zero log-likelihood) and
+``psum`` totals them, so the replicated M-step is exactly the one-device one. The init gathers
+the real rows and is the one-device init.
 """
 
 from __future__ import annotations
@@ -55,12 +61,13 @@ from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
 from .._base import Algorithm
+from .._cells import CELLS, REPL, ROWS, check_cell_mesh
 from .._fit import fit as _fit
 from .._fit import fit_batch as _fit_batch
 from .._fit import fit_many as _fit_many
 from .._registry import register_example
 from .._validate import as_matrix, check_nonnegative_float, check_positive_int
-from ._em import EMModel, em_algorithm
+from ._em import EMModel, cell_data, em_algorithm, on_cells, split_cells
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 INITS = ("kmeans++", "random_from_data")
@@ -150,34 +157,35 @@ def posterior(params: GMMParams, X, cov_type):
 # --------------------------------------------------------------------------- one pass in blocks
 
 
-def _blocked_sum(fn, X, block_size):
-    """``Σ_blocks fn(X_block)`` over row blocks: a scan over the full blocks (sliced in place,
-    no copy of X), plus the remainder."""
-    n, d = X.shape
+def _blocked_sum(fn, rows, block_size):
+    """``Σ_blocks fn(*blocks)`` over row blocks of the arrays ``rows`` (same number of rows): a
+    scan over the full blocks (sliced in place, no copy), plus the remainder."""
+    n = rows[0].shape[0]
     nb = n // block_size
     if nb <= 1:
-        return fn(X)
-    zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, X[:block_size]))
+        return fn(*rows)
+    zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, *(r[:block_size] for r in rows)))
 
     def body(acc, i):
-        Xb = lax.dynamic_slice_in_dim(X, i * block_size, block_size, axis=0)
-        return jax.tree_util.tree_map(jnp.add, acc, fn(Xb)), None
+        blocks = [lax.dynamic_slice_in_dim(r, i * block_size, block_size, axis=0) for r in rows]
+        return jax.tree_util.tree_map(jnp.add, acc, fn(*blocks)), None
 
     acc, _ = lax.scan(body, zero, jnp.arange(nb))
     if n > nb * block_size:
-        acc = jax.tree_util.tree_map(jnp.add, acc, fn(X[nb * block_size:]))
+        acc = jax.tree_util.tree_map(jnp.add, acc, fn(*(r[nb * block_size:] for r in rows)))
     return acc
 
 
-def _block_stats(Xb, resp, centers, cov_type):
-    """Sufficient statistics of one block given its responsibilities."""
+def _block_stats(Xb, resp, centers, cov_type, keep=None):
+    """Sufficient statistics of one block given its responsibilities (rows where ``keep`` is
+    False, i.e. padding, must have zero responsibilities and add nothing)."""
     resp_sum = jnp.sum(resp, axis=0)
     sx = resp.T @ Xb
     if cov_type == "full":
         D = (Xb[None, :, :] - centers[:, None, :]) * jnp.sqrt(resp.T)[:, :, None]  # (k, B, d): √r (x − c)
         sxx = jnp.einsum("kbd,kbe->kde", D, D)
     elif cov_type == "tied":
-        sxx = Xb.T @ Xb
+        sxx = Xb.T @ (Xb if keep is None else jnp.where(keep[:, None], Xb, 0.0))
     else:
         sxx = resp.T @ (Xb * Xb)
     return resp_sum, sx, sxx
@@ -277,7 +285,7 @@ def _make_init(n_components, cov_type, init, block_size):
             resp = jax.nn.one_hot(jnp.argmin(d2, axis=1), n_components, dtype=X.dtype)
             return _block_stats(Xb, resp, centers, cov_type)
 
-        R, sx, sxx = _blocked_sum(fn, X, block_size)
+        R, sx, sxx = _blocked_sum(fn, (X,), block_size)
         # fallback for a degenerate initial cluster (reg_covar = 0): the data's mean variance
         var = jnp.maximum(jnp.mean(jnp.var(X, axis=0)), jnp.finfo(X.dtype).tiny)
         prev = _isotropic(centers, var, cov_type)
@@ -316,17 +324,6 @@ def _check_static(n_components, covariance_type, block_size):
         raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
 
 
-def _over_rows(fn, mesh, n_out):
-    """Run ``fn(params, X_local) -> tuple of sums`` on row shards of X over ``mesh``'s first axis, psum'd."""
-    axis = mesh.axis_names[0]
-    P = jax.sharding.PartitionSpec
-
-    def local(params, X):
-        return tuple(lax.psum(a, axis) for a in fn(params, X))
-
-    return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axis)), out_specs=(P(),) * n_out, check_vma=False)
-
-
 @lru_cache(maxsize=None)
 def gmm_em(
     n_components: int,
@@ -341,41 +338,62 @@ def gmm_em(
     blocks of ``block_size``), ``m_step`` the closed-form update above, ``log_likelihood`` the
     total ``Σ_n log p(x_n)``.
 
-    ``mesh``: optional ``jax.sharding.Mesh``; the E-step and the log-likelihood then run with
-    ``shard_map`` on row shards of X over the mesh's first axis (n divisible by its size) and sum
-    the statistics with ``psum``. On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=C``
-    with one device per core runs the shards on C cores at once (XLA:CPU otherwise runs these
-    small blocked matmuls on one core). The init is not sharded.
+    ``mesh``: optional cell mesh (``jaxfactor.cell_mesh()``, static). The data is then
+    ``cell_data(X, mesh)`` (rows zero-padded to a multiple of the mesh size and split over its
+    devices; plain X is accepted when its rows divide evenly): the E-step and the log-likelihood
+    run with ``shard_map`` on each device's rows, padded rows get zero responsibility and zero
+    log-likelihood, and ``psum`` totals R_k, Σ r x, the second moments and Σ log p(x_n), so the
+    replicated M-step is the one-device update. ``init`` gathers the real rows and runs the
+    one-device init on them (identical starting point). On a CPU,
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=C`` with one device per core runs the shards
+    on C cores at once (XLA:CPU otherwise runs these small blocked matmuls on one core).
     """
     _check_static(n_components, covariance_type, block_size)
+    check_cell_mesh(mesh)
     cov_type = covariance_type
+    base_init = _make_init(n_components, cov_type, init, block_size)
 
-    def local_stats(params, X):
-        def fn(Xb):
+    def local_stats(params, X, cells):
+        def fn(Xb, keep=None):
             resp, lse = posterior(params, Xb, cov_type)
-            return (*_block_stats(Xb, resp, params.means, cov_type), jnp.sum(lse))
+            if keep is not None:
+                resp, lse = jnp.where(keep[:, None], resp, 0.0), jnp.where(keep, lse, 0.0)
+            return (*_block_stats(Xb, resp, params.means, cov_type, keep), jnp.sum(lse))
 
-        return _blocked_sum(fn, X, block_size)
+        rows = (X,) if cells.mask is None else (X, cells.mask)
+        return cells.sum(_blocked_sum(fn, rows, block_size))
 
-    def local_ll(params, X):
-        return (_blocked_sum(lambda Xb: jnp.sum(logsumexp(weighted_log_prob(params, Xb, cov_type), axis=1)), X, block_size),)
+    def local_ll(params, X, cells):
+        def fn(Xb, keep=None):
+            lse = logsumexp(weighted_log_prob(params, Xb, cov_type), axis=1)
+            return jnp.sum(lse if keep is None else jnp.where(keep, lse, 0.0))
 
-    if mesh is not None:
-        local_stats, local_ll = _over_rows(local_stats, mesh, 4), _over_rows(local_ll, mesh, 1)
+        rows = (X,) if cells.mask is None else (X, cells.mask)
+        return cells.sum(_blocked_sum(fn, rows, block_size))
 
-    def e_step(params, X, hp):
+    def local_init(key, X, hp, cells):
+        X = lax.all_gather(X, CELLS, tiled=True) if cells.sharded else X
+        return base_init(key, X[: cells.n] if cells.n < X.shape[0] else X, hp)
+
+    def init_fn(key, data, hp):
+        X, n, rows = split_cells(data, mesh)
+        return on_cells(local_init, mesh, n, rows, (REPL, ROWS, REPL), REPL)(key, X, hp)
+
+    def e_step(params, data, hp):
         del hp
-        R, sx, sxx, ll = local_stats(params, X)
+        X, n, rows = split_cells(data, mesh)
+        R, sx, sxx, ll = on_cells(local_stats, mesh, n, rows, (REPL, ROWS), REPL)(params, X)
         return GMMStats(R, sx, sxx, ll, params)
 
-    def m_step(stats, X, hp):
-        return _m_step(stats, X, hp, cov_type)
+    def m_step(stats, data, hp):
+        return _m_step(stats, data, hp, cov_type)
 
-    def log_likelihood(params, X, hp):
+    def log_likelihood(params, data, hp):
         del hp
-        return local_ll(params, X)[0]
+        X, n, rows = split_cells(data, mesh)
+        return on_cells(local_ll, mesh, n, rows, (REPL, ROWS), REPL)(params, X)
 
-    return EMModel(_make_init(n_components, cov_type, init, block_size), e_step, m_step, log_likelihood)
+    return EMModel(init_fn, e_step, m_step, log_likelihood)
 
 
 @lru_cache(maxsize=None)
@@ -386,7 +404,10 @@ def gmm(
     block_size: int = BLOCK_SIZE,
     mesh: jax.sharding.Mesh | None = None,
 ) -> Algorithm:
-    """Gaussian-mixture EM as an ``Algorithm`` (objective −Σ log p(x_n), monotone). Cached."""
+    """Gaussian-mixture EM as an ``Algorithm`` (objective −Σ log p(x_n), monotone). Cached.
+
+    With ``mesh`` (``jaxfactor.cell_mesh()``) the data is ``cell_data(X, mesh)``; see ``gmm_em``.
+    """
     return em_algorithm(gmm_em(n_components, covariance_type, init, block_size, mesh))
 
 
@@ -583,6 +604,7 @@ def fit_gmm(
     block_size: int = BLOCK_SIZE,
     batch_size: int = 8192,
     progress: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> GMMResult:
     """Fit a Gaussian mixture to ``X`` (n_samples × n_features) by EM.
 
@@ -608,6 +630,10 @@ def fit_gmm(
       block_size: rows per block of the fused E/M pass (static; memory ~ block_size · k · d).
       batch_size: rows per compiled call of the prediction functions of the result.
       progress: progress bar over iterations (single init; off when CI is set).
+      mesh: optional cell mesh (``jaxfactor.cell_mesh()``): the samples are split over its
+        devices (any n; padded rows are masked out of every sum) and the sufficient statistics
+        summed with ``psum``; the init runs on the real samples as without a mesh. Results equal
+        the one-device fit within float tolerance.
 
     Returns:
       ``GMMResult``. The computation runs in float64 when ``jax_enable_x64`` is on and X is
@@ -619,6 +645,7 @@ def fit_gmm(
     """
     from .._fit import check_finished, completed_trace
 
+    check_cell_mesh(mesh)
     if not isinstance(covariance_type, str) or covariance_type not in COVARIANCE_TYPES:
         raise ValueError(f"unknown covariance_type {covariance_type!r}; choose one of {', '.join(COVARIANCE_TYPES)}")
     if not isinstance(init, str) or init not in INITS:
@@ -643,8 +670,8 @@ def fit_gmm(
         raise ValueError("n_init > 1 repeats the same fit from fully user-given weights/means/precisions; use n_init=1")
 
     dtype = jnp.float64 if (jax.config.jax_enable_x64 and Xn.dtype == np.float64) else jnp.float32
-    Xj = jnp.asarray(Xn, dtype)
-    alg = gmm(k, covariance_type, init, block_size)
+    Xj = jnp.asarray(Xn, dtype) if mesh is None else cell_data(np.asarray(Xn, np.dtype(dtype)), mesh)
+    alg = gmm(k, covariance_type, init, block_size, mesh)
     key = jax.random.PRNGKey(seed)
     kw = dict(max_iter=max_iter, tol=tol, chunk_size=chunk_size)
     if given == 0:

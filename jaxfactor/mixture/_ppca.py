@@ -26,6 +26,10 @@ step costs O(d² q), the choice when n > d) or the raw (n, d) matrix X (one step
 the choice when d ≥ n); ``ppca_data`` picks. The fixed point is the closed-form maximum-likelihood
 solution (eqs. 7–8): W spans the top-q eigenvectors of S and σ² is the mean of the other d − q
 eigenvalues (``ppca_closed_form``, the test oracle).
+
+Cells over devices (``mesh=jaxfactor.cell_mesh()``): x̄, S W, Wᵀ S W and tr S are sums over
+samples, so each device sums its rows (zero-padded to a multiple of the device count and masked)
+and ``psum`` totals them; the q × q algebra is replicated. With moments the sums are taken once.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import jax
@@ -42,10 +46,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._base import Algorithm
+from .._cells import REPL, ROWS, check_cell_mesh
 from .._fit import check_finished, completed_trace, fit_restarts
 from .._registry import register_example
 from .._validate import as_matrix, check_nonnegative_float, check_positive_int
-from ._em import EMModel, em_algorithm
+from ._em import CellData, Cells, EMModel, cell_data, em_algorithm, on_cells, split_cells
 from ._select import bic, ppca_n_parameters
 
 
@@ -81,31 +86,69 @@ class PPCAPosterior(NamedTuple):
     mean: jax.Array  # (d,) x̄
 
 
-@jax.jit
-def ppca_moments(X) -> PPCAMoments:
-    """``PPCAMoments`` of an (n, d) matrix (one O(n d²) pass)."""
-    mean = jnp.mean(X, axis=0)
-    Xc = X - mean
-    n = X.shape[0]
-    return PPCAMoments(mean, Xc.T @ Xc / n, jnp.asarray(n, X.dtype))
+def _centred(X, cells: Cells):
+    """(x̄, X − x̄ with padded rows 0): the mean is a sum over cells (``psum`` when sharded)."""
+    mean = cells.sum(jnp.sum(cells.keep(X), axis=0)) / cells.n
+    return mean, cells.keep(X - mean)
 
 
-def ppca_data(X):
-    """The cheaper data form for the EM steps: moments when n > d, else X itself."""
-    X = jnp.asarray(X)
-    return ppca_moments(X) if X.shape[0] > X.shape[1] else X
+def _moments(X, cells: Cells) -> PPCAMoments:
+    mean, Xc = _centred(X, cells)
+    return PPCAMoments(mean, cells.sum(Xc.T @ Xc) / cells.n, jnp.asarray(cells.n, X.dtype))
 
 
-def _stats(W, data):
-    """(x̄, S W, Wᵀ S W, tr S, n) from either data form, without forming S from X."""
+@partial(jax.jit, static_argnames=("mesh",))
+def _moments_jit(data, mesh) -> PPCAMoments:
+    X, n, rows = split_cells(data, mesh)
+    return on_cells(_moments, mesh, n, rows, (ROWS,), REPL)(X)
+
+
+def ppca_moments(X, mesh: jax.sharding.Mesh | None = None) -> PPCAMoments:
+    """``PPCAMoments`` of an (n, d) matrix (one O(n d²) pass).
+
+    ``mesh``: optional cell mesh (``jaxfactor.cell_mesh()``): the rows are split over its
+    devices (``cell_data``; padded rows masked) and the sums ``psum``'d; the moments come back
+    replicated. ``X`` may also be a ``CellData`` already placed on ``mesh``.
+    """
+    check_cell_mesh(mesh)
+    if mesh is not None and not isinstance(X, CellData):
+        X = cell_data(X, mesh)
+    return _moments_jit(X, mesh)
+
+
+def ppca_data(X, mesh: jax.sharding.Mesh | None = None):
+    """The cheaper data form for the EM steps: moments when n > d, else X itself.
+
+    With a cell ``mesh`` the moments are computed with the rows split over its devices, and raw
+    X comes back as ``cell_data(X, mesh)`` (the form ``ppca(q, mesh)`` splits at every step).
+    """
+    check_cell_mesh(mesh)
+    if mesh is None:
+        X = jnp.asarray(X)
+        return ppca_moments(X) if X.shape[0] > X.shape[1] else X
+    data = cell_data(X, mesh)  # host rows straight to their devices
+    return ppca_moments(data, mesh) if data.n_cells > data.data.shape[1] else data
+
+
+def _raw_stats(W, X, cells: Cells):
+    mean, Xc = _centred(X, cells)
+    n = cells.n
+    XcW = Xc @ W
+    SW, WtSW, trS = cells.sum((Xc.T @ XcW, XcW.T @ XcW, jnp.sum(Xc * Xc)))
+    return mean, SW / n, WtSW / n, trS / n, jnp.asarray(n, X.dtype)
+
+
+def _stats(W, data, mesh=None):
+    """(x̄, S W, Wᵀ S W, tr S, n) from either data form, without forming S from X.
+
+    Raw X (or its ``CellData``) with a cell ``mesh``: every sum over cells runs on the devices'
+    row shards and is ``psum``'d; the (replicated) moments need no mesh.
+    """
     if isinstance(data, PPCAMoments):
         SW = data.cov @ W
         return data.mean, SW, W.T @ SW, jnp.trace(data.cov), data.n_samples
-    n = data.shape[0]
-    mean = jnp.mean(data, axis=0)
-    Xc = data - mean
-    XcW = Xc @ W
-    return mean, Xc.T @ XcW / n, XcW.T @ XcW / n, jnp.sum(Xc * Xc) / n, jnp.asarray(n, data.dtype)
+    X, n, rows = split_cells(data, mesh)
+    return on_cells(_raw_stats, mesh, n, rows, (REPL, ROWS), REPL)(W, X)
 
 
 def _sym(A):
@@ -116,12 +159,12 @@ def _noise_floor(trS, d, hp):
     return jnp.maximum(hp.min_noise_ratio * trS / d, jnp.finfo(trS.dtype).tiny)
 
 
-def _make_init(n_components: int):
+def _make_init(n_components: int, mesh=None):
     def init(key, data, hp):
-        ref = data.cov if isinstance(data, PPCAMoments) else data
+        ref = data.cov if isinstance(data, PPCAMoments) else split_cells(data, mesh)[0]
         d = ref.shape[1]
         W0 = jnp.zeros((d, n_components), ref.dtype)
-        mean, _, _, trS, _ = _stats(W0, data)
+        mean, _, _, trS, _ = _stats(W0, data, mesh)
         var = jnp.maximum(trS / d, _noise_floor(trS, d, hp))
         # small random loadings (a tenth of the data's scale); σ² starts at the data variance
         W = 0.1 * jnp.sqrt(var) * jax.random.normal(key, W0.shape, W0.dtype)
@@ -130,12 +173,12 @@ def _make_init(n_components: int):
     return init
 
 
-def e_step(params: PPCAParams, data, hp: PPCAHparams) -> PPCAPosterior:
+def e_step(params: PPCAParams, data, hp: PPCAHparams, mesh=None) -> PPCAPosterior:
     """Posterior moments of z around μ = x̄ (the mean's closed-form M-step taken first)."""
     del hp
     W, s2 = params.W, params.noise_var
     q = W.shape[1]
-    mean, SW, WtSW, trS, _ = _stats(W, data)
+    mean, SW, WtSW, trS, _ = _stats(W, data, mesh)
     cho = jax.scipy.linalg.cho_factor(W.T @ W + s2 * jnp.eye(q, dtype=W.dtype))
     Minv_WtSW = jax.scipy.linalg.cho_solve(cho, WtSW)  # M⁻¹ WᵀSW
     xz = jax.scipy.linalg.cho_solve(cho, SW.T).T  # S W M⁻¹
@@ -153,12 +196,12 @@ def m_step(post: PPCAPosterior, data, hp: PPCAHparams) -> PPCAParams:
     return PPCAParams(W, jnp.maximum(s2, _noise_floor(post.trS, d, hp)), post.mean)
 
 
-def log_likelihood(params: PPCAParams, data, hp: PPCAHparams) -> jax.Array:
+def log_likelihood(params: PPCAParams, data, hp: PPCAHparams, mesh=None) -> jax.Array:
     """Σ_i log N(x_i | μ, WWᵀ + σ²I), through M = WᵀW + σ²I (see the module docstring)."""
     del hp
     W, s2, mu = params
     d, q = W.shape
-    mean, SW, WtSW, trS, n = _stats(W, data)
+    mean, SW, WtSW, trS, n = _stats(W, data, mesh)
     delta = mean - mu  # S_μ = S + δδᵀ
     Wd = W.T @ delta
     WtSW = WtSW + jnp.outer(Wd, Wd)
@@ -170,20 +213,29 @@ def log_likelihood(params: PPCAParams, data, hp: PPCAHparams) -> jax.Array:
 
 
 @lru_cache(maxsize=None)
-def ppca_em(n_components: int) -> EMModel:
-    """The PPCA ``EMModel`` with q = ``n_components`` latent dimensions (cached per q).
+def ppca_em(n_components: int, mesh: jax.sharding.Mesh | None = None) -> EMModel:
+    """The PPCA ``EMModel`` with q = ``n_components`` latent dimensions (cached per q and mesh).
 
     Data: ``PPCAMoments`` or an (n, d) array (see ``ppca_data``); hyperparameters:
     ``PPCAHparams``; state: ``PPCAParams``.
+
+    ``mesh``: optional cell mesh (static). Raw data is then ``cell_data(X, mesh)`` (or X with
+    rows divisible by the mesh size): x̄, S W, Wᵀ S W and tr S are sums over cells computed on
+    each device's rows (padded rows masked) and ``psum``'d, so the replicated q × q updates are
+    the one-device ones. ``PPCAMoments`` (``ppca_moments(X, mesh)``) are already totals over
+    cells: with them the steps run as without a mesh.
     """
     check_positive_int(n_components, "n_components")
-    return EMModel(_make_init(int(n_components)), e_step, m_step, log_likelihood)
+    check_cell_mesh(mesh)
+    if mesh is None:
+        return EMModel(_make_init(int(n_components)), e_step, m_step, log_likelihood)
+    return EMModel(_make_init(int(n_components), mesh), partial(e_step, mesh=mesh), m_step, partial(log_likelihood, mesh=mesh))
 
 
 @lru_cache(maxsize=None)
-def ppca(n_components: int) -> Algorithm:
-    """``em_algorithm(ppca_em(n_components))``: objective −log-likelihood, monotone."""
-    return em_algorithm(ppca_em(n_components))
+def ppca(n_components: int, mesh: jax.sharding.Mesh | None = None) -> Algorithm:
+    """``em_algorithm(ppca_em(n_components, mesh))``: objective −log-likelihood, monotone."""
+    return em_algorithm(ppca_em(n_components, mesh))
 
 
 def _example(raw: bool):
@@ -340,6 +392,7 @@ def fit_ppca(
     min_noise_ratio: float = 1e-6,
     chunk_size: int = 10,
     progress: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> PPCAResult:
     """Fit probabilistic PCA to ``X`` (n_samples × n_features) by EM.
 
@@ -354,12 +407,17 @@ def fit_ppca(
         than the global one up to rotation (Tipping & Bishop §3.2), so 1 is usually enough.
       min_noise_ratio: floor on σ² relative to the mean feature variance (``PPCAHparams``).
       progress: progress bar over iterations (single init; off when CI is set).
+      mesh: optional cell mesh (``jaxfactor.cell_mesh()``): the samples are split over its
+        devices (any n; padded rows masked) and every sum over samples is ``psum``'d — once, for
+        the moments, when n_samples > n_features; at every step otherwise. Results equal the
+        one-device fit within float tolerance.
 
     The steps run on the sample covariance when n_samples > n_features and on centred X
     otherwise (``ppca_data``), in float64 when ``jax_enable_x64`` is on and X is float64, else
     float32. ``ppca_closed_form`` gives the same maximum directly; EM is the building block for
     larger models and the conformance suite.
     """
+    check_cell_mesh(mesh)
     Xn = _check_ppca_input(X, n_components)
     q = int(n_components)
     max_iter = check_positive_int(max_iter, "max_iter")
@@ -369,9 +427,9 @@ def fit_ppca(
     hp = PPCAHparams(check_nonnegative_float(min_noise_ratio, "min_noise_ratio"))
     dtype = jnp.float64 if (jax.config.jax_enable_x64 and Xn.dtype == np.float64) else jnp.float32
     n = Xn.shape[0]
-    data = ppca_data(jnp.asarray(Xn, dtype))
+    data = ppca_data(jnp.asarray(Xn, dtype) if mesh is None else np.asarray(Xn, np.dtype(dtype)), mesh)
 
-    alg = ppca(q)
+    alg = ppca(q, mesh)
     res, restart = fit_restarts(alg, data, hp, jax.random.PRNGKey(seed), n_init, max_iter=max_iter, tol=tol,
                                 chunk_size=chunk_size, progress=progress)
     trace, trace_iter = completed_trace(res, chunk_size)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._cclone_task import Loaded, PipelineOutcome
+from ._resume import PointCache, fit_sweep
 from ._schema import Field
 
 
@@ -58,6 +59,15 @@ def _matrix(cfg, simulate):
     X, adata = load_any(d["path"], fmt=d["format"] or None, layer=d["layer"] or None, key=d["key"] or None,
                         delimiter=d["delimiter"] or None, header=d["header"], index_col=d["index_col"], transpose=d["transpose"])
     return as_matrix(X, "data matrix", nonnegative=False), None, adata
+
+
+def _mesh(cfg):
+    """``run.shard = "cells"``: each fit's cells split over every device (``jaxfactor.cell_mesh``)."""
+    if cfg.run.get("shard") != "cells":
+        return None
+    from .._cells import cell_mesh
+
+    return cell_mesh()
 
 
 def _sizes(cfg):
@@ -148,23 +158,24 @@ class GMMTask:
 
         return MatrixLoaded(*_matrix(cfg, simulate_gmm))
 
-    def execute(self, cfg, loaded: MatrixLoaded) -> PipelineOutcome:
+    def execute(self, cfg, loaded: MatrixLoaded, points: PointCache | None = None) -> PipelineOutcome:
         from ..mixture import bic, fit_gmm, gmm_n_parameters
 
         X = loaded.X
         m, f = cfg.model, cfg.fit
         key, sizes = _sizes(cfg)
-        rows, results = [], []
-        for k in sizes:
+
+        def fit_point(k):
             t0 = time.perf_counter()
             res = fit_gmm(X, k, covariance_type=m["covariance_type"], init=m["init"], reg_covar=m["reg_covar"],
-                          max_iter=f["max_iter"], tol=f["tol"], n_init=f["n_restarts"], seed=f["seed"], chunk_size=f["chunk_size"])
+                          max_iter=f["max_iter"], tol=f["tol"], n_init=f["n_restarts"], seed=f["seed"], chunk_size=f["chunk_size"], mesh=_mesh(cfg))
             labels = res.predict(X)
             total = res.log_likelihood * X.shape[0]
-            rows.append({key: k, "log_likelihood": res.log_likelihood, "n_iter": res.n_iter, "converged": res.converged,
-                         "bic": bic(total, gmm_n_parameters(k, X.shape[1], m["covariance_type"]), X.shape[0]),
-                         "seconds": time.perf_counter() - t0, **_ari(labels, loaded.labels)})
-            results.append((res, labels))
+            return ({key: k, "log_likelihood": res.log_likelihood, "n_iter": res.n_iter, "converged": res.converged,
+                     "bic": bic(total, gmm_n_parameters(k, X.shape[1], m["covariance_type"]), X.shape[0]),
+                     "seconds": time.perf_counter() - t0, **_ari(labels, loaded.labels)}, (res, labels))
+
+        rows, results = fit_sweep(points, key, sizes, fit_point)
 
         def adata_out(best):
             res, labels = best
@@ -197,20 +208,21 @@ class PPCATask:
         X, _, adata = _matrix(cfg, simulate_ppca)
         return MatrixLoaded(X, None, adata)
 
-    def execute(self, cfg, loaded: MatrixLoaded) -> PipelineOutcome:
+    def execute(self, cfg, loaded: MatrixLoaded, points: PointCache | None = None) -> PipelineOutcome:
         from ..mixture import fit_ppca
 
         X = loaded.X
         m, f = cfg.model, cfg.fit
         key, sizes = _sizes(cfg)
-        rows, results = [], []
-        for q in sizes:
+
+        def fit_point(q):
             t0 = time.perf_counter()
             res = fit_ppca(X, q, max_iter=f["max_iter"], tol=f["tol"], n_init=f["n_restarts"], seed=f["seed"],
-                           min_noise_ratio=m["min_noise_ratio"], chunk_size=f["chunk_size"])
-            rows.append({key: q, "log_likelihood": res.log_likelihood, "noise_variance": res.noise_variance,
-                         "n_iter": res.n_iter, "converged": res.converged, "bic": res.bic(), "seconds": time.perf_counter() - t0})
-            results.append(res)
+                           min_noise_ratio=m["min_noise_ratio"], chunk_size=f["chunk_size"], mesh=_mesh(cfg))
+            return ({key: q, "log_likelihood": res.log_likelihood, "noise_variance": res.noise_variance,
+                     "n_iter": res.n_iter, "converged": res.converged, "bic": res.bic(), "seconds": time.perf_counter() - t0}, res)
+
+        rows, results = fit_sweep(points, key, sizes, fit_point)
 
         def adata_out(res):
             out = _base_anndata(loaded)
@@ -237,20 +249,20 @@ class BinomialTask:
 
         return CcloneTask().load(cfg)
 
-    def execute(self, cfg, loaded: Loaded) -> PipelineOutcome:
+    def execute(self, cfg, loaded: Loaded, points: PointCache | None = None) -> PipelineOutcome:
         from ..mixture import bic, binomial_mixture_n_parameters, fit_binomial_mixture_anndata
 
         m, f = cfg.model, cfg.fit
         key, sizes = _sizes(cfg)
-        rows, results = [], []
         pos = {name: i for i, name in enumerate(loaded.adata.obs_names)}
-        for k in sizes:
+
+        def fit_point(k):
             t0 = time.perf_counter()
             out = fit_binomial_mixture_anndata(
                 loaded.adata, k, filter=m["filter"], min_maf=m["min_maf"], filter_germline=m["filter_germline"],
                 min_cell_coverage=m["min_cell_coverage"], method=m["method"], beta_a=m["beta_a"], beta_b=m["beta_b"],
                 dirichlet=m["dirichlet"], learn_weights=m["learn_weights"], max_iter=f["max_iter"], tol=f["tol"],
-                n_init=f["n_restarts"], seed=f["seed"], chunk_size=f["chunk_size"],
+                n_init=f["n_restarts"], seed=f["seed"], chunk_size=f["chunk_size"], mesh=_mesh(cfg),
             )
             u = out.uns["binomial_mixture"]
             pred = np.asarray(out.obsm["clone_prob"]).argmax(axis=1)
@@ -260,8 +272,9 @@ class BinomialTask:
             row["bic"] = bic(row["log_likelihood"], binomial_mixture_n_parameters(k, out.n_vars), out.n_obs)
             if m["method"] == "vb":
                 row["elbo"] = float(u["score"])  # the ELBO for variational fits
-            rows.append(row)
-            results.append(out)
+            return row, out
+
+        rows, results = fit_sweep(points, key, sizes, fit_point)
 
         def figure(folder, out, table):
             clone_figure(folder, "binomial_mixture.png", out, table, key, "elbo" if m["method"] == "vb" else "bic")
