@@ -11,7 +11,11 @@
   columns, ``log1p`` transform, observed library size) and the split, in one msgpack file
   (``flax.serialization``) written atomically (temporary file + ``os.replace``). Training resumed
   from a checkpoint (``fit_vae(..., resume=path)``) runs the same compiled epoch on the same
-  state, so it continues bit-identically.
+  state, so it continues bit-identically. :func:`checkpoint_bytes` / :func:`checkpoint_from_bytes`
+  are the same file's contents in memory (the runner stores them in ``result.h5ad``).
+- ``fit_vae(..., mesh=jaxfactor.cell_mesh())``: one VAE trained data-parallel, every minibatch
+  split over the devices (see :mod:`jaxfactor.models._vae_train`); the fit equals the one-device
+  fit up to float32 rounding and can be resumed with or without a mesh.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ FORMAT = "jaxfactor-vae-checkpoint/1"
 OBSM_KEY = "X_jaxfactor_vae"
 CHECKPOINT_NAME = "checkpoint.msgpack"
 
-__all__ = ["VAEFit", "fit_vae", "load_checkpoint", "save_checkpoint", "OBSM_KEY"]
+__all__ = ["VAEFit", "fit_vae", "load_checkpoint", "save_checkpoint", "checkpoint_bytes", "checkpoint_from_bytes",
+           "OBSM_KEY"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -221,7 +226,7 @@ def fit_vae(
     adam_eps: float = 0.01, kl_warmup_epochs: float = 400.0, validation_fraction: float = 0.1,
     early_stopping: bool = False, patience: int = 45, min_delta: float = 0.0, restore_best: bool = True,
     seed: int = 0, val_every: int = 1, checkpoint_dir: str | None = None, checkpoint_every: int = 10,
-    resume=None, progress: bool = False, obsm_key: str | None = OBSM_KEY, eval_chunk: int = 1024,
+    resume=None, progress: bool = False, obsm_key: str | None = OBSM_KEY, eval_chunk: int = 1024, mesh=None,
 ) -> VAEFit:
     """Train a count VAE (or autoencoder, ``kind='ae'``) on cells x genes data.
 
@@ -250,11 +255,20 @@ def fit_vae(
         gene selection and split come from it, ``max_epochs`` is the new total.
       obsm_key: when ``data`` is an AnnData, the posterior means of all its cells are written to
         ``data.obsm[obsm_key]`` (``None``: do not write).
+      mesh: a 1-D ``"cells"`` mesh (:func:`jaxfactor.cell_mesh`): data-parallel training, every
+        minibatch of ``batch_size`` cells (a multiple of the mesh size) split over its devices,
+        the training cells stored split over them too, gradients, losses and batch-norm moments
+        summed over the devices, per-cell noise drawn as on one device; the result equals the
+        one-device fit up to float32 rounding. The held-out loss is computed whole on every
+        device. The returned model lives on the default device.
 
     Returns:
       :class:`VAEFit`. Raises ``ValueError`` on bad input (before compiling) and
       ``FloatingPointError`` naming the step when a minibatch loss is not finite.
     """
+    from .._cells import check_cell_mesh
+
+    check_cell_mesh(mesh)
     mat, adata, names = read_input(data, layer)
     prev = load_checkpoint(resume) if isinstance(resume, (str, os.PathLike)) else resume
     if prev is not None:
@@ -313,6 +327,10 @@ def fit_vae(
     if train_index.size < settings["batch_size"]:
         raise ValueError(f"batch_size={settings['batch_size']} exceeds the {train_index.size} training cells; "
                          "lower batch_size or validation_fraction")
+    if mesh is not None and settings["batch_size"] % mesh.size:
+        b, d = settings["batch_size"], mesh.size
+        raise ValueError(f"batch_size={b} is not a multiple of the {d} devices of the mesh; use a multiple of {d} "
+                         f"(e.g. {-(-b // d) * d}) or no mesh")
     if max_epochs is None:
         max_epochs = max(1, min(round(20000 / cells.size * 400), 400)) if prev is None else prev.settings["max_epochs"]
     max_epochs = _int(max_epochs, "max_epochs")
@@ -320,10 +338,16 @@ def fit_vae(
 
     x = dense32(mat, cells, genes)
     x_train = x[train_index]
-    vd = make_data(x_train, x[val_index] if val_index.size else x_train, settings["eval_chunk"])
     library_median = float(np.median(x_train.sum(axis=1)))
     fit_const = data_constant(config, x_train)
-    alg = vae_training(config, settings["batch_size"], settings["early_stopping"], settings["eval_chunk"])
+    if mesh is None:
+        vd = make_data(x_train, x[val_index] if val_index.size else x_train, settings["eval_chunk"])
+        alg = vae_training(config, settings["batch_size"], settings["early_stopping"], settings["eval_chunk"])
+    else:
+        vd = _mesh_data(mesh, x_train, x[val_index] if val_index.size else x_train, settings["eval_chunk"])
+        alg = vae_training(config, settings["batch_size"], settings["early_stopping"], settings["eval_chunk"], mesh,
+                           int(train_index.size))
+    del x, x_train
     hpc = _canonical_hp(hp)
     if prev is not None:
         state = jax.tree_util.tree_map(jnp.asarray, prev.state)
@@ -331,23 +355,49 @@ def fit_vae(
     else:
         state = _init(alg, jax.random.PRNGKey(seed), vd, hpc)
         history = {"epoch": [], "train_loss": [], "val_loss": [], "seconds": []}
+    if mesh is not None:
+        state = _replicate(mesh, state)
     fit = VAEFit(config, hp, settings, state, history, genes, int(mat.shape[1]), names, train_index, val_index,
                  library_median, cells)
     ckpt = os.path.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir else None
     resumed_from = None
     if prev is not None and prev.extra.get("path"):
         resumed_from = (prev.extra["path"], prev.n_epochs)
-    _train_loop(fit, alg, vd, hpc, max_epochs, val_every, ckpt, checkpoint_every, progress, resumed_from, fit_const)
+    try:
+        _train_loop(fit, alg, vd, hpc, max_epochs, val_every, ckpt, checkpoint_every, progress, resumed_from, fit_const)
+    finally:
+        if mesh is not None:  # inference and checkpoints work on one device
+            fit.state = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)), fit.state)
     if adata is not None and obsm_key:
         fit.encode(adata, layer=layer, obsm_key=obsm_key)
     return fit
+
+
+def _mesh_data(mesh, x_train, x_val, eval_chunk: int) -> VAEData:
+    """``make_data`` placed on ``mesh``: the training rows padded to a multiple of the mesh size
+    and split over ``"cells"``, the held-out rows and weights replicated."""
+    from .._cells import REPL, pad_rows, padded_size, place_rows
+    from .._fit import _place
+
+    vd = make_data(np.zeros((1, x_train.shape[1]), np.float32), x_val, eval_chunk)
+    repl = jax.sharding.NamedSharding(mesh, REPL)
+    x = place_rows(mesh, pad_rows(np.asarray(x_train, np.float32), padded_size(x_train.shape[0], mesh)))
+    return VAEData(x, _place(np.asarray(vd.x_val), repl), _place(np.asarray(vd.val_weight), repl))
+
+
+def _replicate(mesh, tree):
+    from .._cells import REPL
+    from .._fit import _place
+
+    repl = jax.sharding.NamedSharding(mesh, REPL)
+    return jax.tree_util.tree_map(lambda a: _place(a, repl), tree)
 
 
 def _train_loop(fit: VAEFit, alg, vd: VAEData, hp, max_epochs, val_every, ckpt, checkpoint_every, progress, last_good,
                 constant):
     from tqdm.auto import tqdm
 
-    nb = steps_per_epoch(vd.x.shape[0], fit.settings["batch_size"])
+    nb = steps_per_epoch(fit.train_index.size, fit.settings["batch_size"])
     es = fit.settings["early_stopping"]
     h = fit.history
     state = fit.state
@@ -391,6 +441,18 @@ def _train_loop(fit: VAEFit, alg, vd: VAEData, hp, max_epochs, val_every, ckpt, 
 
 def save_checkpoint(fit: VAEFit, path: str) -> str:
     """Write ``fit`` to ``path`` (one msgpack file) atomically; returns the path."""
+    data = checkpoint_bytes(fit)
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+    return path
+
+
+def checkpoint_bytes(fit: VAEFit) -> bytes:
+    """The contents of ``fit``'s checkpoint file (msgpack): what :func:`save_checkpoint` writes."""
     from flax import serialization
 
     meta = {"format": FORMAT, "config": fit.config._asdict(), "hparams": fit.hparams._asdict(), "settings": fit.settings,
@@ -404,13 +466,7 @@ def save_checkpoint(fit: VAEFit, path: str) -> str:
         "val_index": np.asarray(fit.val_index, np.int64),
         "cells": np.asarray(fit.cells if fit.cells is not None else [], np.int64),
     }
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(serialization.msgpack_serialize(payload))
-    os.replace(tmp, path)
-    return path
+    return serialization.msgpack_serialize(payload)
 
 
 def load_checkpoint(path: str) -> VAEFit:
@@ -424,10 +480,25 @@ def load_checkpoint(path: str) -> VAEFit:
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint not found: {path!r}")
     with open(path, "rb") as fh:
-        payload = serialization.msgpack_restore(fh.read())
-    meta = json.loads(payload["meta"])
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path!r} is not a jaxfactor VAE checkpoint (format {meta.get('format')!r})")
+        fit = checkpoint_from_bytes(fh.read(), source=path)
+    fit.extra["path"] = path  # where a resumed fit says its last good checkpoint is
+    return fit
+
+
+def checkpoint_from_bytes(data, source: str | None = None) -> VAEFit:
+    """The model in checkpoint contents (``bytes`` or a uint8 array, as :func:`checkpoint_bytes`
+    returns); ``source`` names them in errors."""
+    from flax import serialization
+
+    what = repr(source) if source else "the data"
+    try:
+        payload = serialization.msgpack_restore(data if isinstance(data, bytes) else np.asarray(data, np.uint8).tobytes())
+        meta = json.loads(payload["meta"])
+    except Exception:
+        raise ValueError(f"{what} is not a jaxfactor VAE checkpoint (cannot be decoded)") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{what} is not a jaxfactor VAE checkpoint (format {fmt!r})")
     config, hp, settings = VAEConfig(**meta["config"]), VAEHparams(**meta["hparams"]), meta["settings"]
     alg = vae_training(config, settings["batch_size"], settings["early_stopping"], settings["eval_chunk"])
     shape = jax.ShapeDtypeStruct((1, config.n_genes), jnp.float32)
@@ -438,4 +509,4 @@ def load_checkpoint(path: str) -> VAEFit:
     history = {k: np.asarray(v) for k, v in payload["history"].items()}
     return VAEFit(config, hp, settings, state, history, np.asarray(payload["genes"]), int(meta["n_input_genes"]),
                   meta["gene_names"], np.asarray(payload["train_index"]), np.asarray(payload["val_index"]),
-                  float(meta["library_median"]), np.asarray(payload["cells"]), extra={"path": path})
+                  float(meta["library_median"]), np.asarray(payload["cells"]))

@@ -19,6 +19,14 @@ draws ``z = mean + sqrt(var) * eps`` (reparameterisation); the autoencoder (``ki
 ``z = mean`` and no KL term. Batch-norm momentum 0.99 / epsilon 1e-3 are PyTorch's 0.01 / 1e-3
 as scVI sets them (the two libraries define momentum the other way round), and every Dense
 layer is initialised as PyTorch's ``nn.Linear``, so both tools start from the same distribution.
+
+Data-parallel training (``axis_name``): inside ``jax.shard_map`` over a ``"cells"`` mesh each
+device runs the network on its contiguous share of the minibatch's rows. Batch norm then averages
+its moments over the whole minibatch (``lax.pmean`` over the axis), and every random draw per
+cell (dropout masks, the reparameterisation noise) is made for the whole minibatch from the same
+key and sliced to the device's rows (:func:`local_rows`), so a sharded step computes what the
+one-device step computes, up to the order of floating-point sums. ``axis_name=None`` (the
+default) is the ordinary single-device network; no parameter depends on it.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from ._likelihoods import COUNT_LIKELIHOODS
 
@@ -73,24 +82,64 @@ def dense(features: int, fan_in: int, name: str | None = None) -> nn.Dense:
                     bias_init=bias_init, name=name)
 
 
+def local_rows(full, n_local: int, axis_name: str | None):
+    """The ``n_local`` rows of ``full`` (drawn for the whole minibatch) that this device holds:
+    rows ``[i n_local, (i + 1) n_local)`` on device ``i`` of ``axis_name``; ``full`` itself
+    without an axis."""
+    if axis_name is None:
+        return full
+    return lax.dynamic_slice_in_dim(full, lax.axis_index(axis_name) * n_local, n_local, axis=0)
+
+
+def global_rows(n_local: int, axis_name: str | None) -> int:
+    """Rows of the whole minibatch: ``n_local`` times the size of ``axis_name``."""
+    return n_local if axis_name is None else n_local * lax.axis_size(axis_name)
+
+
+class RowDropout(nn.Module):
+    """Inverted dropout, ``x * m / (1 - rate)`` with ``m ~ Bernoulli(1 - rate)`` per entry.
+
+    Without ``axis_name`` this is ``nn.Dropout`` draw for draw (the same key from
+    ``make_rng('dropout')``, the same mask shape). With it, the mask is drawn for the rows of the
+    whole minibatch and sliced to this device's rows, so a cell gets the same mask wherever it is
+    computed. (``MLP`` names these modules ``Dropout_<i>`` as ``nn.Dropout`` would be auto-named,
+    which keeps the keys, derived from the module path, of fits made before this class.)
+    """
+
+    rate: float
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, *, deterministic: bool):
+        if deterministic or self.rate == 0.0:
+            return x
+        if self.rate == 1.0:
+            return jnp.zeros_like(x)
+        keep = 1.0 - self.rate
+        shape = (global_rows(x.shape[0], self.axis_name),) + tuple(x.shape[1:])
+        mask = local_rows(jax.random.bernoulli(self.make_rng("dropout"), p=keep, shape=shape), x.shape[0], self.axis_name)
+        return lax.select(mask, x / keep, jnp.zeros_like(x))
+
+
 class MLP(nn.Module):
     """``len(features)`` x [Dense -> norm -> ReLU -> Dropout]."""
 
     features: tuple
     dropout_rate: float = 0.0
     norm: str = "batch"
+    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        for width in self.features:
+        for i, width in enumerate(self.features):
             x = dense(width, x.shape[-1])(x)
             if self.norm == "batch":
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3)(x)
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3, axis_name=self.axis_name)(x)
             elif self.norm == "layer":
                 x = nn.LayerNorm(use_bias=False, use_scale=False)(x)
             x = nn.relu(x)
             if self.dropout_rate > 0:
-                x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+                x = RowDropout(self.dropout_rate, self.axis_name, name=f"Dropout_{i}")(x, deterministic=not train)
         return x
 
 
@@ -98,11 +147,12 @@ class Encoder(nn.Module):
     """``x_in -> (mean, var)`` (``var`` is ``None`` for the autoencoder)."""
 
     config: VAEConfig
+    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x_in, *, train: bool):
         c = self.config
-        h = MLP((c.n_hidden,) * c.n_layers, c.dropout_rate, c.norm, name="mlp")(x_in, train=train)
+        h = MLP((c.n_hidden,) * c.n_layers, c.dropout_rate, c.norm, self.axis_name, name="mlp")(x_in, train=train)
         mean = dense(c.n_latent, h.shape[-1], name="mean")(h)
         if not c.variational:
             return mean, None
@@ -114,11 +164,12 @@ class Decoder(nn.Module):
     """``(z, log library) -> dict`` of the likelihood's parameters (see ``_likelihoods.log_prob``)."""
 
     config: VAEConfig
+    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, z, log_library, *, train: bool):
         c = self.config
-        h = MLP((c.n_hidden,) * c.n_layers, c.decoder_dropout, c.norm, name="mlp")(z, train=train)
+        h = MLP((c.n_hidden,) * c.n_layers, c.decoder_dropout, c.norm, self.axis_name, name="mlp")(z, train=train)
         if c.likelihood in COUNT_LIKELIHOODS:
             logits = dense(c.n_genes, h.shape[-1], name="scale")(h)
             out = {"log_mu": nn.log_softmax(logits, axis=-1) + log_library[..., None], "scale_logits": logits,
@@ -140,14 +191,16 @@ class VAE(nn.Module):
     ``__call__(x_in, log_library, eps, train)`` returns ``(mean, var, z, p)`` where ``z`` is the
     reparameterised draw ``mean + sqrt(var) * eps`` (VAE) or ``mean`` (AE) and ``p`` the decoder
     output at ``z``. ``encode`` and ``decode`` expose the halves (``decode`` accepts extra leading
-    sample axes on ``z``, as importance sampling needs).
+    sample axes on ``z``, as importance sampling needs). ``axis_name``: the mesh axis of
+    data-parallel training (see the module docstring).
     """
 
     config: VAEConfig
+    axis_name: str | None = None
 
     def setup(self):
-        self.encoder = Encoder(self.config)
-        self.decoder = Decoder(self.config)
+        self.encoder = Encoder(self.config, self.axis_name)
+        self.decoder = Decoder(self.config, self.axis_name)
 
     def encode(self, x_in, *, train: bool = False):
         return self.encoder(x_in, train=train)

@@ -39,6 +39,20 @@ and later steps leave the state unchanged (as ``fit`` freezes finished members u
 ``objective`` is the held-out negative ELBO per cell (full KL weight; reconstruction loss for
 the AE) of the current parameters on ``data.x_val``, with a fixed key, dropout off and batch norm
 in inference mode: a deterministic function of the state. It is not monotone along ``step``.
+
+Data parallelism (``vae_training(..., mesh=jaxfactor.cell_mesh(), n_train=n)``). One VAE, every
+minibatch of ``B`` cells split over the ``D`` devices of a ``"cells"`` mesh (``B`` a multiple of
+``D``): ``data.x`` is held with its rows split over the devices (padded to a multiple of ``D``
+with rows that are never drawn, ``n_train`` being the real count), so each device stores ``n/D``
+cells. The permutation, the minibatch keys and the optimiser are computed identically on every
+device. Per minibatch, each device collects its ``B/D`` rows of the minibatch (device ``i``:
+positions ``[i B/D, (i + 1) B/D)`` of the permuted batch) from whichever device holds them (a
+masked gather plus ``psum_scatter``: exact, each row is a sum of itself and zeros), computes
+``sum_{its cells} loss / B`` and its gradient, and ``psum`` over ``"cells"`` makes both the
+global minibatch mean on every device. Batch norm averages its moments over the devices and the
+per-cell noise is drawn for the whole minibatch and sliced (:mod:`._vae_modules`), so the sharded
+epoch is the one-device epoch up to the order of floating-point sums. The held-out objective runs
+on the replicated ``x_val`` (each device computes it whole).
 """
 
 from __future__ import annotations
@@ -52,9 +66,10 @@ import optax
 from jax import lax
 
 from .._base import Algorithm
+from .._cells import CELLS, REPL, ROWS, check_cell_mesh, over_cells, padded_size
 from ._count_nll import nb_nll, zinb_nll
 from ._likelihoods import COUNT_LIKELIHOODS, log_factorial, log_prob
-from ._vae_modules import VAE, VAEConfig
+from ._vae_modules import VAE, VAEConfig, global_rows, local_rows
 
 _EVAL_KEY = 0  # seed of the fixed noise of the objective
 
@@ -143,12 +158,15 @@ def variables_of(params, batch_stats):
     return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
 
 
-def cell_terms(config: VAEConfig, variables, x, key, *, train: bool, normalized: bool = True):
+def cell_terms(config: VAEConfig, variables, x, key, *, train: bool, normalized: bool = True,
+               axis_name: str | None = None):
     """Per-cell ``(-log p(x|z), KL, new batch stats)`` at one draw of ``z`` (``z = mean`` for the AE);
-    ``normalized=False`` leaves out the count likelihoods' data constant ``sum_g log x_g!``."""
-    model = VAE(config)
+    ``normalized=False`` leaves out the count likelihoods' data constant ``sum_g log x_g!``.
+    ``axis_name``: ``x`` is this device's share of a minibatch split over that mesh axis."""
+    model = VAE(config, axis_name)
     k_noise, k_drop = jax.random.split(key)
-    eps = jax.random.normal(k_noise, (x.shape[0], config.n_latent), x.dtype)
+    eps = jax.random.normal(k_noise, (global_rows(x.shape[0], axis_name), config.n_latent), x.dtype)
+    eps = local_rows(eps, x.shape[0], axis_name)
     args = (encoder_input(config, x), log_library(x), eps)
     if train:
         (mean, var, _, p), mutated = model.apply(variables, *args, train=True, rngs={"dropout": k_drop},
@@ -195,14 +213,26 @@ def optimizer(hp: VAEHparams) -> optax.GradientTransformation:
 
 @lru_cache(maxsize=None)
 def vae_training(config: VAEConfig, batch_size: int = 128, early_stopping: bool = False,
-                 eval_chunk: int = 1024) -> Algorithm:
+                 eval_chunk: int = 1024, mesh=None, n_train: int | None = None) -> Algorithm:
     """The epoch-step training algorithm of ``config`` (cached per arguments).
 
     Static: the network (``config``), ``batch_size``, whether early stopping is tracked, and the
     row chunk of the held-out evaluation. ``hp`` (:class:`VAEHparams`) holds the numbers.
+    ``mesh``: a ``"cells"`` mesh (:func:`jaxfactor.cell_mesh`) to split every minibatch over
+    (see the module docstring); then ``data.x`` has its rows split over the mesh, padded to a
+    multiple of its size, and ``n_train`` is the number of real rows.
     """
     model = VAE(config)
     B = int(batch_size)
+    check_cell_mesh(mesh)
+    if mesh is not None:
+        if B % mesh.size:
+            raise ValueError(f"batch_size={B} is not a multiple of the {mesh.size} devices of the mesh; "
+                             f"use a multiple of {mesh.size} (e.g. {-(-B // mesh.size) * mesh.size})")
+        if n_train is None or int(n_train) < 1:
+            raise ValueError("a mesh needs n_train, the number of real (unpadded) training rows")
+    sharded = mesh is not None
+    axis = CELLS if sharded else None
 
     def init(key, data: VAEData, hp: VAEHparams) -> VAEState:
         k_init, k_state = jax.random.split(key)
@@ -219,18 +249,61 @@ def vae_training(config: VAEConfig, batch_size: int = 128, early_stopping: bool 
             jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.full((), -1, jnp.int32))
 
     def minibatch_loss(params, stats, xb, key, beta):
-        rec, kl, new_stats = cell_terms(config, variables_of(params, stats), xb, key, train=True, normalized=False)
+        rec, kl, new_stats = cell_terms(config, variables_of(params, stats), xb, key, train=True, normalized=False,
+                                        axis_name=axis)
         cell_loss = rec + beta * kl
-        return jnp.mean(cell_loss), (new_stats, cell_loss)
+        # sharded: this device's part of the minibatch mean; psum'd with the gradient
+        loss = jnp.sum(cell_loss) / B if sharded else jnp.mean(cell_loss)
+        return loss, (new_stats, cell_loss)
 
     grad_fn = jax.value_and_grad(minibatch_loss, has_aux=True)
+
+    def gather(x, ib):
+        """The minibatch rows ``ib`` of ``x`` (sharded: this device's ``B/D`` of them, collected
+        from the devices that hold them)."""
+        if not sharded:
+            return jnp.take(x, ib, axis=0)
+        n_local = x.shape[0]
+        local = ib - lax.axis_index(CELLS) * n_local
+        mine = (local >= 0) & (local < n_local)
+        rows = jnp.where(mine[:, None], jnp.take(x, jnp.clip(local, 0, n_local - 1), axis=0), jnp.zeros((), x.dtype))
+        return lax.psum_scatter(rows, CELLS, scatter_dimension=0, tiled=True)
+
+    def train_pass(params, stats, opt_state, step, nan_step, x, idx, keys, first, beta, hp):
+        """One pass of ``lax.scan`` over the epoch's minibatches ``idx`` (nb, B)."""
+        tx = optimizer(hp)
+
+        def body(carry, inputs):
+            params, stats, opt_state, step, nan_step, loss_sum = carry
+            ib, kb, fb = inputs
+            (loss, (stats, cell_loss)), grads = grad_fn(params, stats, gather(x, ib), kb, beta)
+            if sharded:
+                loss, grads = lax.psum((loss, grads), CELLS)
+                fb = local_rows(fb, B // mesh.size, CELLS)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            nan_step = jnp.where((nan_step < 0) & ~jnp.isfinite(loss), step, nan_step)
+            loss_sum = loss_sum + jnp.sum(jnp.where(fb, cell_loss, 0.0))
+            return (params, stats, opt_state, step + 1, nan_step, loss_sum), None
+
+        carry0 = (params, stats, opt_state, step, nan_step, jnp.zeros((), x.dtype))
+        (params, stats, opt_state, step, nan_step, loss_sum), _ = lax.scan(body, carry0, (idx, keys, first))
+        if sharded:
+            loss_sum = lax.psum(loss_sum, CELLS)
+        return params, stats, opt_state, step, nan_step, loss_sum
+
+    # state, minibatch plan and hyperparameters replicated; the training rows split over the mesh
+    run_pass = over_cells(train_pass, mesh, in_specs=(REPL,) * 5 + (ROWS,) + (REPL,) * 5, out_specs=REPL)
 
     def objective(state: VAEState, data: VAEData, hp: VAEHparams):
         return heldout_loss(config, variables_of(state.params, state.batch_stats), data.x_val, data.val_weight,
                             jax.random.PRNGKey(_EVAL_KEY), eval_chunk)
 
     def epoch(state: VAEState, data: VAEData, hp: VAEHparams) -> VAEState:
-        n = data.x.shape[0]
+        n = int(n_train) if sharded else data.x.shape[0]
+        if sharded and data.x.shape[0] != padded_size(n, mesh):
+            raise ValueError(f"data.x has {data.x.shape[0]} rows; a mesh of {mesh.size} with n_train={n} needs "
+                             f"{padded_size(n, mesh)} (the training rows padded to a multiple of the mesh size)")
         nb = -(-n // B)
         key, k_perm, k_batches = jax.random.split(state.key, 3)
         idx = jax.random.permutation(k_perm, n)
@@ -239,22 +312,9 @@ def vae_training(config: VAEConfig, batch_size: int = 128, early_stopping: bool 
         idx = idx.reshape(nb, B)
         first = (jnp.arange(nb * B) < n).reshape(nb, B)  # the wrap-around fill is not counted twice
         beta = kl_weight(state.epoch.astype(data.x.dtype), hp).astype(data.x.dtype)
-        tx = optimizer(hp)
-
-        def body(carry, inputs):
-            params, stats, opt_state, step, nan_step, loss_sum = carry
-            ib, kb, fb = inputs
-            (loss, (stats, cell_loss)), grads = grad_fn(params, stats, jnp.take(data.x, ib, axis=0), kb, beta)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            nan_step = jnp.where((nan_step < 0) & ~jnp.isfinite(loss), step, nan_step)
-            loss_sum = loss_sum + jnp.sum(jnp.where(fb, cell_loss, 0.0))
-            return (params, stats, opt_state, step + 1, nan_step, loss_sum), None
-
-        carry0 = (state.params, state.batch_stats, state.opt_state, state.step, state.nan_step,
-                  jnp.zeros((), data.x.dtype))
-        (params, stats, opt_state, step, nan_step, loss_sum), _ = lax.scan(
-            body, carry0, (idx, jax.random.split(k_batches, nb), first))
+        params, stats, opt_state, step, nan_step, loss_sum = run_pass(
+            state.params, state.batch_stats, state.opt_state, state.step, state.nan_step, data.x, idx,
+            jax.random.split(k_batches, nb), first, beta, hp)
         new = state._replace(params=params, batch_stats=stats, opt_state=opt_state, key=key, epoch=state.epoch + 1,
                              step=step, train_loss=loss_sum / n, nan_step=nan_step)
         if early_stopping:

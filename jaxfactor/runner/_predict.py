@@ -48,7 +48,10 @@ class Predictor:
     ``load(run_dir, fitted, config) -> (params, static)``: arrays held fixed (a pytree) and
     hashable settings passed to ``kernel`` as keywords;
     ``kernel(params, *blocks, **static) -> dict`` of (batch, ...) arrays, pure and jittable;
-    ``write(out_adata, outputs, params, static)`` stores the concatenated outputs.
+    ``write(out_adata, outputs, params, static)`` stores the concatenated outputs;
+    ``check(outputs, start, static)``, if given, sees each batch's outputs (padding dropped; the
+    batch starts at cell ``start``) as soon as they are computed and raises a one-line
+    ``ValueError`` if they flag bad input (so the kernel validates its block on the device).
     """
 
     inputs: Callable[[dict], tuple[str, ...]]
@@ -57,6 +60,7 @@ class Predictor:
     write: Callable
     batch_size: int = 16384
     fitted_vars: Callable[[Any, dict], Any] = field(default=lambda fitted, config: fitted.var_names)
+    check: Callable | None = None
 
 
 PREDICTORS: dict[str, Predictor] = {}
@@ -419,6 +423,8 @@ def predict(run_dir: str, data: str, out: str, *, batch_size: int | None = None,
                         blocks.append(jax.device_put(block, dev))
                     res = compiled(params, tuple(blocks))
                     outputs.append({k: np.asarray(v)[: stop - start] for k, v in res.items()})
+                    if pred.check is not None:
+                        pred.check(outputs[-1], start, static)
                     bar.update(stop - start)
             seconds = time.perf_counter() - t0
         res = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]} if outputs else {}

@@ -5,7 +5,12 @@ is kept), scored on the held-out cells (negative ELBO, importance-weighted ``log
 reconstruction error) and, when labels are known, by the ARI of k-means on the latent. Writes
 ``result.h5ad`` with the latent in ``obsm['X_jaxfactor_vae']``, ``vae.png`` (loss curves and a
 2-D PCA of the latent coloured by label; UMAP is not a dependency) and, with
-``model.checkpoint = true``, ``checkpoint.msgpack`` beside the figures.
+``model.checkpoint = true``, ``checkpoint.msgpack`` beside the figures. ``result.h5ad`` always
+holds the chosen model's checkpoint too (``uns['vae']['checkpoint']``: the same msgpack bytes as
+a uint8 array, read back by ``jaxfactor.models._vae_api.checkpoint_from_bytes``), which is what
+``jaxfactor predict`` uses (``PREDICTOR``, end of the module: the encoder's posterior means of
+new cells). ``run.shard = "cells"`` trains each VAE data-parallel over every device
+(``fit_vae(mesh=jaxfactor.cell_mesh())``: each minibatch split over the devices).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 
 from ._cluster import kmeans as kmeans_labels
 from ._cclone_task import PipelineOutcome
+from ._resume import PointCache, fit_sweep
 from ._schema import Field
 
 VAE_FIELDS = {
@@ -87,22 +93,27 @@ class VAETask:
         labels, names = _labels(adata, key) if key else (None, None)
         return VAELoaded(adata, X, labels, names)
 
-    def execute(self, cfg, loaded: VAELoaded) -> PipelineOutcome:
+    def execute(self, cfg, loaded: VAELoaded, points: PointCache | None = None) -> PipelineOutcome:
         import pandas as pd
 
         from ..models import fit_vae
-        from ..models._vae_api import OBSM_KEY
+        from ..models._vae_api import OBSM_KEY, checkpoint_bytes
 
         m, seed = cfg.model, cfg.fit["seed"]
         sizes = cfg.sweep.get("n_latent", [m["n_latent"]])
-        rows, fits = [], []
-        for k in sizes:
+        mesh = None
+        if cfg.run.get("shard") == "cells":  # one VAE at a time, each minibatch split over the devices
+            from .._cells import cell_mesh
+
+            mesh = cell_mesh()
+
+        def fit_point(k):
             t0 = time.perf_counter()
             fit = fit_vae(loaded.X, kind=m["kind"], likelihood=m["likelihood"], n_latent=k, n_hidden=m["n_hidden"],
                           n_layers=m["n_layers"], dropout_rate=m["dropout_rate"], norm=m["norm"], batch_size=m["batch_size"],
                           max_epochs=m["max_epochs"] or None, lr=m["lr"], weight_decay=m["weight_decay"],
                           kl_warmup_epochs=m["kl_warmup_epochs"], validation_fraction=m["validation_fraction"],
-                          early_stopping=m["early_stopping"], patience=m["patience"], seed=seed)
+                          early_stopping=m["early_stopping"], patience=m["patience"], seed=seed, mesh=mesh)
             seconds = time.perf_counter() - t0
             held = fit.cells[fit.val_index] if fit.val_index.size else fit.cells[fit.train_index]
             ev = fit.evaluate(loaded.X[held], n_importance=m["n_importance"] if m["kind"] == "vae" else 0, seed=seed)
@@ -121,8 +132,9 @@ class VAETask:
 
                 kmeans = kmeans_labels(z, int(np.unique(loaded.labels).size), seed=seed, n_iter=300)
                 row["ari"] = adjusted_rand_index(kmeans, loaded.labels)
-            rows.append(row)
-            fits.append((fit, z, kmeans))
+            return row, (fit, z, kmeans)
+
+        rows, fits = fit_sweep(points, "n_latent", sizes, fit_point)
 
         table = pd.DataFrame(rows)
         pick = int(table["heldout_neg_elbo"].idxmin())
@@ -142,7 +154,8 @@ class VAETask:
         if kmeans is not None:
             out.obs["vae_kmeans"] = pd.Categorical(kmeans.astype(str))
         out.uns["vae"] = {"config": dict(fit.config._asdict()), "history": dict(fit.history),
-                          "metrics": {k: v for k, v in records[pick].items() if k not in ("summary", "id")}}
+                          "metrics": {k: v for k, v in records[pick].items() if k not in ("summary", "id")},
+                          "checkpoint": np.frombuffer(checkpoint_bytes(fit), np.uint8)}  # for jaxfactor predict
 
         def figures(folder):
             if m["checkpoint"]:
@@ -191,3 +204,94 @@ def vae_figure(path, history, z, labels, label_names, table):
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# ``jaxfactor predict``: the encoder's posterior means of new cells
+
+
+def _predict_fit(fitted):
+    """The chosen model, from the checkpoint that ``result.h5ad`` holds."""
+    from ..models._vae_api import checkpoint_from_bytes
+
+    u = fitted.uns.get("vae", {})
+    if "checkpoint" not in u:
+        raise ValueError("this vae run was written before VAE runs stored their model in result.h5ad; "
+                         "rerun the fit to predict with it")
+    return checkpoint_from_bytes(u["checkpoint"], source="result.h5ad's uns['vae']['checkpoint']")
+
+
+def _predict_inputs(config) -> tuple[str, ...]:
+    return (config.get("data", {}).get("layer", "") or "X",)
+
+
+def _predict_vars(fitted, config):
+    """The genes the encoder reads: the fitted run's genes less those dropped as all-zero."""
+    if config.get("data", {}).get("transpose"):
+        raise ValueError("this vae run was fitted on transposed data; predict reads cells as rows")
+    genes = np.asarray(_predict_fit(fitted).genes)
+    return fitted.var_names[genes]
+
+
+def _predict_load(run_dir, fitted, config):
+    """The inference weights (parameters and batch-norm running statistics) and the network."""
+    fit = _predict_fit(fitted)
+    return fit.variables, {"config": fit.config, "matrix": _predict_inputs(config)[0]}
+
+
+def _predict_kernel(p, X, *, config, matrix):
+    """``E_q[z | x]`` and the posterior variances (zeros for the autoencoder) of one batch: the
+    encoder with dropout off and batch norm on its running statistics (each cell's output does
+    not depend on its batch or the padding): ``_vae_infer``'s batch encode.
+
+    Also, per cell, what validating the input as the fit does (``_vae_api.check_values``) needs:
+    the smallest and largest entry (NaN or infinite ones, negative ones) and the largest
+    distance of an entry to an integer; ``_predict_check`` turns them into a one-line error.
+    (Three row reductions: per-row counts of bad entries cost XLA on CPU several times more.)"""
+    import jax.numpy as jnp
+
+    from ..models._vae_infer import _encode
+
+    mean, var = _encode(config, p, X)
+    return {"mean": mean, "var": var, "x_min": jnp.min(X, axis=1), "x_max": jnp.max(X, axis=1),
+            "x_frac": jnp.max(jnp.abs(X - jnp.round(X)), axis=1)}
+
+
+def _predict_check(res, start, static):
+    """A one-line error, before anything is written, if the batch starting at cell ``start`` has
+    entries the fit would refuse (the rules of ``_vae_api.check_values``)."""
+    from ..models._likelihoods import COUNT_LIKELIHOODS
+
+    c, name = static["config"], static["matrix"]
+
+    def fail(bad, what, fix):
+        cells = np.flatnonzero(bad)
+        if cells.size:
+            raise ValueError(f"DATA's {name} has {what} in {cells.size} cell{'s' * (cells.size > 1)} "
+                             f"(first: cell {start + int(cells[0])}); {fix}")
+
+    fail(~(np.isfinite(res["x_min"]) & np.isfinite(res["x_max"]) & np.isfinite(res["x_frac"])), "NaN or infinite entries",
+         "remove or impute them")
+    if c.likelihood != "gaussian" or c.transform == "log1p":
+        why = f"likelihood={c.likelihood!r}" if c.likelihood != "gaussian" else "transform='log1p'"
+        fail(res["x_min"] < 0, "negative entries", f"this model ({why}) needs non-negative counts")
+    if c.likelihood in COUNT_LIKELIHOODS:
+        fail(res["x_frac"] > 0, "non-integer entries",
+             f"likelihood={c.likelihood!r} needs raw counts: predict from the matrix the model was fitted on")
+
+
+def _predict_write(out, res, params, static):
+    from ..models._vae_api import OBSM_KEY
+
+    c = static["config"]
+    out.obsm[OBSM_KEY] = res["mean"].astype(np.float32)
+    if c.variational:
+        out.obsm[f"{OBSM_KEY}_var"] = res["var"].astype(np.float32)
+    out.uns["vae_predict"] = {"n_latent": int(c.n_latent), "kind": c.kind, "likelihood": c.likelihood,
+                              "obsm_key": OBSM_KEY}
+
+
+from ._predict import Predictor  # noqa: E402  (jaxfactor predict finds it here: _predict.lookup)
+
+PREDICTOR = Predictor(inputs=_predict_inputs, load=_predict_load, kernel=_predict_kernel, write=_predict_write,
+                      fitted_vars=_predict_vars, batch_size=8192, check=_predict_check)
