@@ -126,46 +126,76 @@ def sweep(adata, ks=(2, 3, 4, 5), min_mafs=(2, 5, 10), filter_germline=(True, Fa
     ``"stability"`` (the highest mean adjusted Rand index between each bootstrap's cell labels
     and the consensus labels; ties go to the smaller k). Returns a ``SweepResult``.
     """
-    import pandas as pd
+    plan = _SweepPlan.make(adata, ks, min_mafs, filter_germline, min_cell_coverage=min_cell_coverage,
+                           n_bootstrap=n_bootstrap, bootstrap_fraction=bootstrap_fraction, n_cycles=n_cycles, mode=mode,
+                           seed=seed, method=method, tol=tol, l2=l2, criterion=criterion, min_allele_reads=min_allele_reads)
+    return plan.select([plan.fit_k(k) for k in plan.ks])
 
-    _check_options(n_bootstrap, bootstrap_fraction, n_cycles, method, tol, l2)
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
-    ks = [_check_k(k) for k in ks]
-    if not ks or not min_mafs or not filter_germline:
-        raise ValueError("ks, min_mafs and filter_germline each need at least one value")
-    check_allele_counts(adata)
-    M, W = variant_matrices(adata, mode, min_allele_reads=min_allele_reads)
-    obs_index = {name: i for i, name in enumerate(adata.obs_names)}
-    var_index = {name: j for j, name in enumerate(adata.var_names)}
-    if len(obs_index) != adata.n_obs or len(var_index) != adata.n_vars:
-        raise ValueError("obs_names and var_names must be unique for a sweep; call adata.obs_names_make_unique() first")
 
-    filters = []  # (min_maf, germline, row_mask, col_mask, error)
-    for maf in min_mafs:
-        for germ in filter_germline:
-            try:
-                f = filter_variants(adata, min_maf=maf, filter_germline=germ, min_cell_coverage=min_cell_coverage)
-                rows = np.zeros(adata.n_obs, bool)
-                rows[[obs_index[n] for n in f.obs_names]] = True
-                cols = np.zeros(adata.n_vars, bool)
-                cols[[var_index[n] for n in f.var_names]] = True
-                filters.append((maf, germ, rows, cols, ""))
-            except ValueError as exc:
-                filters.append((maf, germ, None, None, str(exc)))
+@dataclass
+class _SweepPlan:
+    """``sweep`` in parts, so a caller (the runner's resumable sweep) can run one k at a time and
+    keep each k's outcome: ``make`` validates and draws the filters and bootstrap masks (shared
+    by every k), ``fit_k(k)`` fits all filter settings of one k (it depends on k only: its RNG
+    seed is ``seed + k``), ``select`` builds the table and chooses. ``sweep`` is exactly
+    ``plan.select([plan.fit_k(k) for k in plan.ks])``."""
 
-    rng = np.random.default_rng(seed)
-    boots = {i: bootstrap_masks(f[3], n_bootstrap, bootstrap_fraction, rng) for i, f in enumerate(filters) if f[2] is not None}
-    rows_out, fits = [], []
-    params = dict(n_bootstrap=n_bootstrap, bootstrap_fraction=bootstrap_fraction, n_cycles=n_cycles, mode=mode,
-                  seed=seed, method=method, tol=tol, l2=l2, min_cell_coverage=min_cell_coverage,
-                  min_allele_reads=min_allele_reads)
-    for k in ks:
+    adata: object
+    ks: list
+    M: np.ndarray
+    W: np.ndarray
+    filters: list  # (min_maf, germline, row_mask, col_mask, error)
+    boots: dict
+    params: dict
+    criterion: str
+
+    @classmethod
+    def make(cls, adata, ks, min_mafs, filter_germline, *, min_cell_coverage, n_bootstrap, bootstrap_fraction, n_cycles,
+             mode, seed, method, tol, l2, criterion, min_allele_reads) -> "_SweepPlan":
+        _check_options(n_bootstrap, bootstrap_fraction, n_cycles, method, tol, l2)
+        if criterion not in CRITERIA:
+            raise ValueError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+        ks = [_check_k(k) for k in ks]
+        if not ks or not min_mafs or not filter_germline:
+            raise ValueError("ks, min_mafs and filter_germline each need at least one value")
+        check_allele_counts(adata)
+        M, W = variant_matrices(adata, mode, min_allele_reads=min_allele_reads)
+        obs_index = {name: i for i, name in enumerate(adata.obs_names)}
+        var_index = {name: j for j, name in enumerate(adata.var_names)}
+        if len(obs_index) != adata.n_obs or len(var_index) != adata.n_vars:
+            raise ValueError("obs_names and var_names must be unique for a sweep; call adata.obs_names_make_unique() first")
+
+        filters = []  # (min_maf, germline, row_mask, col_mask, error)
+        for maf in min_mafs:
+            for germ in filter_germline:
+                try:
+                    f = filter_variants(adata, min_maf=maf, filter_germline=germ, min_cell_coverage=min_cell_coverage)
+                    rows = np.zeros(adata.n_obs, bool)
+                    rows[[obs_index[n] for n in f.obs_names]] = True
+                    cols = np.zeros(adata.n_vars, bool)
+                    cols[[var_index[n] for n in f.var_names]] = True
+                    filters.append((maf, germ, rows, cols, ""))
+                except ValueError as exc:
+                    filters.append((maf, germ, None, None, str(exc)))
+
+        rng = np.random.default_rng(seed)
+        boots = {i: bootstrap_masks(f[3], n_bootstrap, bootstrap_fraction, rng) for i, f in enumerate(filters) if f[2] is not None}
+        params = dict(n_bootstrap=n_bootstrap, bootstrap_fraction=bootstrap_fraction, n_cycles=n_cycles, mode=mode,
+                      seed=seed, method=method, tol=tol, l2=l2, min_cell_coverage=min_cell_coverage,
+                      min_allele_reads=min_allele_reads)
+        return cls(adata, ks, M, W, filters, boots, params, criterion)
+
+    def fit_k(self, k: int) -> tuple[list, list]:
+        """The table rows and fits (AnnData, None where skipped) of every filter setting at ``k``."""
+        adata, M, W, filters, boots, p = self.adata, self.M, self.W, self.filters, self.boots, self.params
+        n_bootstrap = p["n_bootstrap"]
+        rows_out, fits = [], []
         todo = [i for i, f in enumerate(filters) if f[2] is not None and f[3].sum() > k and f[2].sum() >= k]
         if todo:
             row_masks = np.concatenate([np.broadcast_to(filters[i][2], (n_bootstrap, adata.n_obs)) for i in todo])
             col_masks = np.concatenate([boots[i] for i in todo])
-            res = run_batch(M, W, k, row_masks, col_masks, method=method, n_cycles=n_cycles, tol=tol, seed=seed + k, l2=l2)
+            res = run_batch(M, W, k, row_masks, col_masks, method=p["method"], n_cycles=p["n_cycles"], tol=p["tol"],
+                            seed=p["seed"] + k, l2=p["l2"])
         for i, (maf, germ, rmask, cmask, err) in enumerate(filters):
             row = {"k": k, "min_maf": maf, "filter_germline": germ}
             if i not in todo:
@@ -178,18 +208,26 @@ def sweep(adata, ks=(2, 3, 4, 5), min_mafs=(2, 5, 10), filter_germline=(True, Fa
             s = summarise(M, W, rmask, cmask, boots[i], res.state.C[sl], res.state.V[sl], res.trace[sl, -1],
                           res.n_iter[sl], res.converged[sl])
             fit_ad = _result_anndata(adata, M, W, s, np.flatnonzero(rmask), np.flatnonzero(cmask), k,
-                                     {**params, "min_maf": maf, "filter_germline": germ})
+                                     {**p, "min_maf": maf, "filter_germline": germ})
             fits.append(fit_ad)
             rows_out.append({**row, "n_cells": int(rmask.sum()), "n_vars": int(cmask.sum()), "orth_score": s.orth_score,
                              "loss": s.loss, "loss_per_weight": s.loss / max(float(fit_ad.layers["weights"].sum()), 1e-12),
                              "stability": s.stability, "skipped": ""})
-    table = pd.DataFrame(rows_out)
-    ok = table["skipped"] == ""
-    if not ok.any():
-        raise ValueError(f"every sweep point was skipped (first reason: {table['skipped'].iloc[0]}); relax the filters or lower k")
-    cand = table[ok]
-    order = cand.sort_values([criterion, "k"], ascending=[False, True])
-    best = int(order.index[0])
-    table["chosen"] = False
-    table.loc[best, "chosen"] = True
-    return SweepResult(fits[best], table, fits, criterion)
+        return rows_out, fits
+
+    def select(self, per_k: list[tuple[list, list]]) -> SweepResult:
+        """The table (rows of every k, in order) and the chosen fit, from ``fit_k``'s outcomes."""
+        import pandas as pd
+
+        rows_out = [row for rows, _ in per_k for row in rows]
+        fits = [f for _, fs in per_k for f in fs]
+        table = pd.DataFrame(rows_out)
+        ok = table["skipped"] == ""
+        if not ok.any():
+            raise ValueError(f"every sweep point was skipped (first reason: {table['skipped'].iloc[0]}); relax the filters or lower k")
+        cand = table[ok]
+        order = cand.sort_values([self.criterion, "k"], ascending=[False, True])
+        best = int(order.index[0])
+        table["chosen"] = False
+        table.loc[best, "chosen"] = True
+        return SweepResult(fits[best], table, fits, self.criterion)

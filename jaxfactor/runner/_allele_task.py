@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from ._cclone_task import CcloneTask, Loaded, PipelineOutcome
+from ._resume import PointCache, fit_sweep
 from ._schema import Field
 
 ALLELE_FIELDS = {
@@ -49,7 +50,7 @@ class AlleleTask:
         adata.obs["clone_true"] = np.asarray(sim.labels).astype(str)
         return Loaded(adata, np.asarray(sim.labels))
 
-    def execute(self, cfg, loaded: Loaded) -> PipelineOutcome:
+    def execute(self, cfg, loaded: Loaded, points: PointCache | None = None) -> PipelineOutcome:
         from ..cclone import adjusted_rand_index
         from ..models import fit_allele_anndata
         from ._mixture_tasks import _finish
@@ -57,8 +58,8 @@ class AlleleTask:
         m, f = cfg.model, cfg.fit
         sizes = cfg.sweep.get("n_clones", [m["n_clones"]])
         pos = {name: i for i, name in enumerate(loaded.adata.obs_names)}
-        rows, results = [], []
-        for k in sizes:
+
+        def fit_point(k):
             t0 = time.perf_counter()
             out = fit_allele_anndata(loaded.adata, k, filter=m["filter"], min_maf=m["min_maf"],
                                      filter_germline=m["filter_germline"], min_cell_coverage=m["min_cell_coverage"],
@@ -70,8 +71,9 @@ class AlleleTask:
             if loaded.labels is not None:
                 truth = loaded.labels[[pos[n] for n in out.obs_names]]
                 row["ari"] = adjusted_rand_index(np.asarray(out.obsm["clone_prob"]).argmax(axis=1), truth)
-            rows.append(row)
-            results.append(out)
+            return row, out
+
+        rows, results = fit_sweep(points, "n_clones", sizes, fit_point)
 
         def figure(folder, out, table):
             from ._mixture_tasks import clone_figure

@@ -2,7 +2,8 @@
 
 Config keys of ``[model]`` (name = "cclone") mirror ``jaxfactor.cclone.fit`` / ``sweep`` and
 ``jaxfactor.data.filter_variants``; ``[sweep]`` may list ``k``, ``min_maf`` and
-``filter_germline`` (the grid then runs through ``cclone.sweep``: one compiled call per k).
+``filter_germline`` (the grid then runs as ``cclone.sweep`` does, one compiled call per k; each
+k is a resumable point of the run, so an interrupted sweep refits only the missing k).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._resume import PointCache
 from ._schema import Field
 
 CCLONE_SWEEPABLE = ("k", "min_maf", "filter_germline")
@@ -79,8 +81,14 @@ class CcloneTask:
         check_allele_counts(adata)
         return Loaded(adata, labels)
 
-    def execute(self, cfg, loaded: Loaded) -> PipelineOutcome:
+    def sweep_points(self, cfg) -> int:
+        """Cache points of a sweep: one per value of k (every filter setting of one k shares a
+        compiled call)."""
+        return len(cfg.sweep.get("k", [cfg.model["k"]])) if cfg.sweep else 1
+
+    def execute(self, cfg, loaded: Loaded, points: PointCache | None = None) -> PipelineOutcome:
         from .. import cclone
+        from ..cclone._api import _SweepPlan
         from ..data import filter_variants
 
         m, seed = cfg.model, cfg.fit["seed"]
@@ -93,8 +101,11 @@ class CcloneTask:
             grid = {key: cfg.sweep.get(key, [m[key]]) for key in CCLONE_SWEEPABLE}
             if not m["filter"]:
                 raise ValueError("a sweep over filters needs model.filter = true")
-            res = cclone.sweep(loaded.adata, ks=grid["k"], min_mafs=grid["min_maf"], filter_germline=grid["filter_germline"],
-                               min_cell_coverage=m["min_cell_coverage"], criterion=m["criterion"], **common)
+            # cclone.sweep one k at a time, each k a resumable point (see _resume.PointCache)
+            plan = _SweepPlan.make(loaded.adata, grid["k"], grid["min_maf"], grid["filter_germline"],
+                                   min_cell_coverage=m["min_cell_coverage"], criterion=m["criterion"], **common)
+            points = PointCache() if points is None else points
+            res = plan.select([points.get_or_fit(i, {"k": k}, lambda: plan.fit_k(k)) for i, k in enumerate(plan.ks)])
             result, table = res.best, res.table
         else:
             adata = loaded.adata

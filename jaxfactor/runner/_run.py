@@ -25,7 +25,7 @@ from ._devices import resolve_device
 from ._distributed import from_process_0, is_writer
 from ._models import to_device_array
 from ._output import atomic_dir, check_out_dir, write_figures, write_json, write_toml
-from ._resume import SweepStore
+from ._resume import PipelineStore, PointCache, SweepStore
 from ._sharding import check_memory, describe, make_mesh
 
 
@@ -77,6 +77,17 @@ def _hp_grid(cfg: RunConfig, idx: list[int]):
     return jax.tree_util.tree_map(lambda *xs: jnp.asarray(xs), *rows)
 
 
+def _check_cells(cfg: RunConfig, mesh) -> None:
+    """A one-line error before anything runs if ``run.shard = "cells"`` meets a model whose fits
+    cannot split their cells."""
+    from ._config import ConfigError
+    from ._sharding import CELL_SHARDED, is_cell_mesh
+
+    if is_cell_mesh(mesh) and cfg.spec.name not in CELL_SHARDED:
+        raise ConfigError(f"run.shard = \"cells\" is not available for model '{cfg.spec.name}' "
+                          f"(available for: {', '.join(CELL_SHARDED)}); use \"auto\" or \"off\"")
+
+
 def check_sweep_memory(cfg: RunConfig, X: np.ndarray, device, mesh, available=None) -> None:
     """One-line error before compiling if a compiled call of this sweep would not fit in memory."""
     dtype = jnp.float64 if cfg.run["x64"] else jnp.float32
@@ -100,6 +111,10 @@ def execute(cfg: RunConfig, X: np.ndarray, device, truth: dict | None = None, *,
     """
     from jax.sharding import NamedSharding, PartitionSpec
 
+    from ._sharding import is_cell_mesh
+
+    if is_cell_mesh(mesh):
+        return _execute_cells(cfg, X, device, truth, mesh=mesh, store=store, finished=finished)
     spec, fitc = cfg.spec, cfg.fit
     n = len(cfg.points)
     finished = np.zeros(n, bool) if finished is None else np.asarray(finished, bool)
@@ -141,6 +156,48 @@ def execute(cfg: RunConfig, X: np.ndarray, device, truth: dict | None = None, *,
                         store.save(i, records[i])
                 n_call += 1
                 bar.update(len(chunk))
+    return records
+
+
+def _execute_cells(cfg: RunConfig, X: np.ndarray, device, truth: dict | None, *, mesh, store: SweepStore | None,
+                   finished: np.ndarray | None) -> list[dict]:
+    """``run.shard = "cells"``: every sweep point is fitted on its own, its restarts one after
+    another, each fit with the rows of X split over ``mesh`` (``fit_cells``). X is padded and
+    placed once; each restart starts from the unsharded init on the unpadded X (on ``device``),
+    so the records equal ``run.shard = "off"`` within float tolerance."""
+    from .._cells import fit_cells, place_cells
+    from ._sharding import CELL_SHARDED
+
+    spec, fitc = cfg.spec, cfg.fit
+    n = len(cfg.points)
+    finished = np.zeros(n, bool) if finished is None else np.asarray(finished, bool)
+    records: list[dict | None] = [None] * n
+    if store is not None and store.writer:
+        for i in np.flatnonzero(finished):
+            records[i] = store.load(int(i))
+    Xd = jax.device_put(to_device_array(X, cfg.run["x64"]), device)  # unpadded, for the inits
+    keys = jax.device_put(jax.random.split(jax.random.PRNGKey(fitc["seed"]), fitc["n_restarts"]), device)
+    placed = None
+    n_call = 0
+    with _progress(cfg, n, int(finished.sum())) as bar:
+        for static, idx in _groups(cfg):
+            alg, plain, layout = CELL_SHARDED[spec.name](static, mesh)
+            placed = place_cells(np.asarray(Xd), mesh, layout) if placed is None else placed
+            first = True
+            for i in (i for i in idx if not finished[i]):
+                timings = {} if first else None
+                t0 = time.perf_counter()
+                out = fit_cells(alg, Xd, spec.make_hparams(cfg.points[i]), keys, mesh=mesh, layout=layout, init=plain.init,
+                                placed=placed, max_iter=fitc["max_iter"], tol=fitc["tol"], chunk_size=fitc["chunk_size"],
+                                timings=timings)
+                compile_s = timings["compile_seconds"] if first else 0.0
+                seconds = time.perf_counter() - t0 - compile_s
+                records[i] = _record(cfg, i, static, out, 0, n_call, 1, seconds, compile_s, truth)
+                if store is not None:
+                    store.save(i, records[i])
+                first = False
+                n_call += 1
+                bar.update(1)
     return records
 
 
@@ -215,7 +272,7 @@ def _meta(cfg: RunConfig, dev, shape, seconds, mesh=None) -> dict:
         "total_seconds": seconds,
     }
     if mesh is not None:
-        meta.update(sharded_devices=int(mesh.size), processes=jax.process_count())
+        meta.update(sharded_devices=int(mesh.size), shard=cfg.run["shard"], processes=jax.process_count())
     return meta
 
 
@@ -223,19 +280,44 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _run_pipeline(cfg: RunConfig, out: str, force: bool):
-    """Models that are pipelines (CCLONE) own their fitting; the runner validates and writes."""
+def _pipeline_points(cfg: RunConfig) -> int:
+    """How many cache points a pipeline's sweep has (its task's ``sweep_points``, else one per
+    sweep point)."""
+    task = cfg.spec.pipeline
+    return int(task.sweep_points(cfg)) if hasattr(task, "sweep_points") else len(cfg.points)
+
+
+def _run_pipeline(cfg: RunConfig, out: str, force: bool, log=_log):
+    """Models that are pipelines (CCLONE) own their fitting; the runner validates and writes.
+
+    A sweep (more than one cache point) is resumable like an algorithm model's: the task's loop
+    gets a ``PointCache`` over ``PipelineStore`` (``.NAME.partial`` beside ``out``), removed once
+    the results folder is written."""
     import pandas as pd
 
     task = cfg.spec.pipeline
     with jax.enable_x64(cfg.run["x64"]):
         dev = resolve_device(cfg.run["device"])
         loaded = task.load(cfg)
+        n_points = _pipeline_points(cfg)
+        store, points = None, PointCache()
+        if n_points > 1:
+            store, finished = _open_store(cfg, out, force, log, n_points=n_points, store_type=PipelineStore)
+            points = PointCache(store, finished, log)
         t0 = time.perf_counter()
-        with jax.default_device(dev):
-            outcome = task.execute(cfg, loaded)
+        try:
+            with jax.default_device(dev):
+                outcome = task.execute(cfg, loaded, points=points)
+        except BaseException:
+            if store is not None and not store.finished().any():
+                store.remove()  # nothing finished to resume from: leave no empty partial folder
+            raise
         shape = list(loaded.X.shape) if hasattr(loaded, "X") else [int(loaded.adata.n_obs), int(loaded.adata.n_vars)]
         meta = _meta(cfg, dev, shape, time.perf_counter() - t0)
+        if points.resumed:
+            meta["resumed_points"] = list(points.resumed)
+            outcome.records[-1]["summary"] += (f"\n  {len(points.resumed)} point(s) resumed from an interrupted run, "
+                                               f"{n_points - len(points.resumed)} fitted now")
         if not is_writer():
             return out, outcome.records
         with atomic_dir(out, force) as tmp:
@@ -246,14 +328,21 @@ def _run_pipeline(cfg: RunConfig, out: str, force: bool):
                 pd.DataFrame(table).to_csv(os.path.join(tmp, name), index=False)
             if cfg.run["figures"] and outcome.figures is not None:
                 outcome.figures(tmp)
+        if store is not None:
+            store.remove()
     return out, outcome.records
 
 
-def _open_store(cfg: RunConfig, out: str, force: bool, log) -> tuple[SweepStore, np.ndarray]:
+def _open_store(cfg: RunConfig, out: str, force: bool, log, *, n_points: int | None = None,
+                store_type: type[SweepStore] = SweepStore) -> tuple[SweepStore, np.ndarray]:
     """The partial folder of this run: refuse another config's points (unless ``force``), load
-    which points are finished. Process 0 decides; every process gets its answer."""
-    store = SweepStore(out, cfg.raw, len(cfg.points), writer=is_writer())
-    status = np.zeros(1 + len(cfg.points), np.int32)
+    which points are finished. Process 0 decides; every process gets its answer.
+
+    ``n_points`` (default: the sweep's points) and ``store_type`` (``PipelineStore`` for pipeline
+    models) let both paths share the folder, the hash and the conflict rules."""
+    n_points = len(cfg.points) if n_points is None else n_points
+    store = store_type(out, cfg.raw, n_points, writer=is_writer())
+    status = np.zeros(1 + n_points, np.int32)
     message = None
     if store.writer:
         message = store.conflict()
@@ -280,9 +369,9 @@ def run(config_path: str, *, overrides: list[str] = (), out: str | None = None, 
         device: str | None = None, log=_log) -> tuple[str, list[dict]]:
     """Run a config end to end. Returns the output folder and the per-point records.
 
-    Sweeps of algorithm models are resumable: finished points are kept in ``.NAME.partial``
-    beside the output folder until the run is written (see ``_resume``); rerunning the same
-    command fits only the missing points. In a multi-process run only process 0 writes.
+    Sweeps of every model are resumable: finished points are kept in ``.NAME.partial`` beside
+    the output folder until the run is written (see ``_resume``); rerunning the same command
+    fits only the missing points. In a multi-process run only process 0 writes.
     """
     if device is not None:
         overrides = [*overrides, f"run.device={device}"]
@@ -290,10 +379,11 @@ def run(config_path: str, *, overrides: list[str] = (), out: str | None = None, 
     out = out or os.path.join("runs", os.path.splitext(os.path.basename(config_path))[0])
     check_out_dir(out, force)
     if cfg.spec.pipeline is not None:
-        return _run_pipeline(cfg, out, force)
+        return _run_pipeline(cfg, out, force, log)
     with jax.enable_x64(cfg.run["x64"]):
         dev = resolve_device(cfg.run["device"])
         mesh = make_mesh(cfg.run["shard"], dev)
+        _check_cells(cfg, mesh)
         data = load_data(cfg)
         X = cfg.spec.check_data(data.X)
         for static, _ in _groups(cfg):

@@ -19,6 +19,7 @@ import numpy as np
 
 from ._cclone_task import PipelineOutcome
 from ._cluster import kmeans
+from ._resume import PointCache, fit_sweep
 from ._schema import Field
 
 ZINBWAVE_FIELDS = {
@@ -97,14 +98,14 @@ class ZINBWaveTask:
             labels = np.unique(np.asarray(adata.obs[key]).astype(str), return_inverse=True)[1]
         return ZINBLoaded(adata, layer, labels, None)
 
-    def execute(self, cfg, loaded: ZINBLoaded) -> PipelineOutcome:
+    def execute(self, cfg, loaded: ZINBLoaded, points: PointCache | None = None) -> PipelineOutcome:
         from .. import zinbwave as zw
 
         m, f = cfg.model, cfg.fit
         sizes = cfg.sweep.get("n_components", [m["n_components"]])
         extra = {} if m["epsilon"] == 0 else {"epsilon": m["epsilon"]}
-        rows, results = [], []
-        for k in sizes:
+
+        def fit_point(k):
             t0 = time.perf_counter()
             out = zw.fit(loaded.adata, k, X=m["X_columns"] or None, V=m["V_columns"] or None, layer=loaded.layer,
                          common_dispersion=m["common_dispersion"], zero_inflation=m["zero_inflation"],
@@ -124,9 +125,9 @@ class ZINBWaveTask:
                 row.update(cancor_min=float(cc.min()), cancor_mean=float(cc.mean()))
             if loaded.labels is not None and k > 0:
                 row["ari"] = kmeans_ari(W, loaded.labels[rows_kept], f["seed"])
-            rows.append(row)
-            results.append((out, loaded.labels[rows_kept] if loaded.labels is not None else None))
-        return _outcome(rows, results)
+            return row, (out, loaded.labels[rows_kept] if loaded.labels is not None else None)
+
+        return _outcome(*fit_sweep(points, "n_components", sizes, fit_point))
 
 
 def _outcome(rows, results) -> PipelineOutcome:
