@@ -135,6 +135,12 @@ class SweepStore:
     def _file(self, i: int) -> str:
         return os.path.join(self.path, f"p{i:03d}.npz")
 
+    def _complete(self, i: int) -> bool:
+        """Whether point ``i``'s file is of this config (raises if it is unreadable)."""
+        with np.load(self._file(i)) as z:
+            meta = json.loads(str(z[_META]))
+        return meta.get("config_hash") == self.hash
+
     def finished(self) -> np.ndarray:
         """(n_points,) bool: which points have a complete file with this config's hash."""
         done = np.zeros(self.n_points, bool)
@@ -143,9 +149,7 @@ class SweepStore:
         for i in range(self.n_points):
             if os.path.exists(self._file(i)):
                 try:
-                    with np.load(self._file(i)) as z:
-                        meta = json.loads(str(z[_META]))
-                    done[i] = meta.get("config_hash") == self.hash
+                    done[i] = self._complete(i)
                 except Exception:  # unreadable: fit the point again (the rename makes this unlikely)
                     done[i] = False
         return done
@@ -226,19 +230,10 @@ class PipelineStore(SweepStore):
             raise ValueError("truncated or corrupt (size or checksum mismatch)")
         return blob
 
-    def finished(self) -> np.ndarray:
-        """(n_points,) bool: which points have a complete file (checksum verified) of this config."""
-        done = np.zeros(self.n_points, bool)
-        if not os.path.isdir(self.path):
-            return done
-        for i in range(self.n_points):
-            if os.path.exists(self._file(i)):
-                try:
-                    self._read(i, None)
-                    done[i] = True
-                except Exception:  # unreadable: fit the point again
-                    done[i] = False
-        return done
+    def _complete(self, i: int) -> bool:
+        """Point files are complete when their header, size and checksum verify (else raises)."""
+        self._read(i, None)
+        return True
 
     def save_point(self, i: int, params: dict, blob: bytes) -> None:
         if not self.writer:

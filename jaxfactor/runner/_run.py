@@ -101,6 +101,17 @@ def check_sweep_memory(cfg: RunConfig, X: np.ndarray, device, mesh, available=No
                      where=where, available=available)
 
 
+def _resumed(cfg: RunConfig, store, finished) -> tuple[np.ndarray, list]:
+    """(which points are finished, one record per point: the stored ones loaded, else None)."""
+    n = len(cfg.points)
+    finished = np.zeros(n, bool) if finished is None else np.asarray(finished, bool)
+    records: list[dict | None] = [None] * n
+    if store is not None and store.writer:
+        for i in np.flatnonzero(finished):
+            records[i] = store.load(int(i))
+    return finished, records
+
+
 def execute(cfg: RunConfig, X: np.ndarray, device, truth: dict | None = None, *, mesh=None,
             store: SweepStore | None = None, finished: np.ndarray | None = None) -> list[dict]:
     """Fit every sweep point; return one record per point (arrays and metrics).
@@ -117,11 +128,7 @@ def execute(cfg: RunConfig, X: np.ndarray, device, truth: dict | None = None, *,
         return _execute_cells(cfg, X, device, truth, mesh=mesh, store=store, finished=finished)
     spec, fitc = cfg.spec, cfg.fit
     n = len(cfg.points)
-    finished = np.zeros(n, bool) if finished is None else np.asarray(finished, bool)
-    records: list[dict | None] = [None] * n
-    if store is not None and store.writer:
-        for i in np.flatnonzero(finished):
-            records[i] = store.load(int(i))
+    finished, records = _resumed(cfg, store, finished)
     dtype = jnp.float64 if cfg.run["x64"] else jnp.float32
     keys = jax.random.split(jax.random.PRNGKey(fitc["seed"]), fitc["n_restarts"])
     if mesh is None:
@@ -170,11 +177,7 @@ def _execute_cells(cfg: RunConfig, X: np.ndarray, device, truth: dict | None, *,
 
     spec, fitc = cfg.spec, cfg.fit
     n = len(cfg.points)
-    finished = np.zeros(n, bool) if finished is None else np.asarray(finished, bool)
-    records: list[dict | None] = [None] * n
-    if store is not None and store.writer:
-        for i in np.flatnonzero(finished):
-            records[i] = store.load(int(i))
+    finished, records = _resumed(cfg, store, finished)
     Xd = jax.device_put(to_device_array(X, cfg.run["x64"]), device)  # unpadded, for the inits
     keys = jax.device_put(jax.random.split(jax.random.PRNGKey(fitc["seed"]), fitc["n_restarts"]), device)
     placed = None
