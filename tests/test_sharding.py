@@ -151,3 +151,20 @@ def test_device_selection_and_x64(tmp_path, capsys, small_nmf):
         assert code == 2 and err.count("\n") == 1
         assert f"device '{name}' requested but not present (available: {', '.join(present)})" in err
         assert not (tmp_path / name).exists() and not (tmp_path / f".{name}.partial").exists()
+
+
+def test_cclone_sweep_memory_estimate_refuses_before_fitting(tmp_path, capsys, monkeypatch):
+    """A pipeline (CCLONE) sweep too large for memory: one line naming the call and the fix, nothing written."""
+    from jaxfactor.runner import _sharding, main
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    # 400 cells x 60 variants (cclone_demo's simulator, shrunk); 50 bootstraps x 6 filters at k = 4
+    monkeypatch.setattr(_sharding, "available_bytes", lambda device: (2_000_000, True))
+    args = ["run", os.path.join(here, "..", "experiments", "cclone_demo.toml"), "--out", str(tmp_path / "o"),
+            "--set", "data.n_cells=400", "--set", "data.n_variants=60", "--set", "model.n_bootstrap=50",
+            "--set", "sweep.k=[2, 4]", "--set", "sweep.min_maf=[2.0, 5.0, 10.0]", "--set", "sweep.filter_germline=[true, false]"]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "one compiled CCLONE call (k = 4: 50 bootstraps x 6 filter setting(s)" in err and "lower model.n_bootstrap" in err
+    assert not os.listdir(tmp_path)

@@ -86,6 +86,24 @@ class CcloneTask:
         compiled call)."""
         return len(cfg.sweep.get("k", [cfg.model["k"]])) if cfg.sweep else 1
 
+    def memory(self, cfg, loaded: Loaded) -> tuple[int, str, str]:
+        """Bytes of the largest compiled call, from shapes alone: every bootstrap of every filter
+        setting of one k is one vmapped batch sharing M and W (n x p each); a fit holds 4 copies
+        of C (n x k) and V (p x k), its Gram tensors (n + p) x k^2 and masks, and the objective's
+        weighted residual (n x p)."""
+        m = cfg.model
+        n, p = int(loaded.adata.n_obs), int(loaded.adata.n_vars)
+        k = max(cfg.sweep.get("k", [m["k"]])) if cfg.sweep else m["k"]
+        n_filters = len(cfg.sweep.get("min_maf", [m["min_maf"]])) * len(cfg.sweep.get("filter_germline", [m["filter_germline"]])) if cfg.sweep else 1
+        item = 8 if cfg.run["x64"] else 4
+        per_fit = item * (4 * (n + p) * k + (n + p) * k * k + n * p + n + p)
+        fits = m["n_bootstrap"] * n_filters
+        what = (f"one compiled CCLONE call (k = {k}: {m['n_bootstrap']} bootstraps x {n_filters} filter setting(s) "
+                f"on {n} cells x {p} variants)")
+        hint = (f"lower model.n_bootstrap (each bootstrap fit needs about {per_fit / 2**20:.0f} MiB per filter setting) "
+                "or sweep fewer min_maf / filter_germline values per run")
+        return item * 2 * n * p + fits * per_fit, what, hint
+
     def execute(self, cfg, loaded: Loaded, points: PointCache | None = None) -> PipelineOutcome:
         from .. import cclone
         from ..cclone._api import _SweepPlan

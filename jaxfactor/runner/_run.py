@@ -26,7 +26,7 @@ from ._distributed import from_process_0, is_writer
 from ._models import to_device_array
 from ._output import atomic_dir, check_out_dir, write_figures, write_json, write_toml
 from ._resume import PipelineStore, PointCache, SweepStore
-from ._sharding import check_memory, describe, make_mesh
+from ._sharding import check_bytes, check_memory, describe, make_mesh
 
 
 @dataclass
@@ -302,6 +302,9 @@ def _run_pipeline(cfg: RunConfig, out: str, force: bool, log=_log):
     with jax.enable_x64(cfg.run["x64"]):
         dev = resolve_device(cfg.run["device"])
         loaded = task.load(cfg)
+        if hasattr(task, "memory"):  # (bytes of the largest compiled call, what it is, how to shrink it)
+            need, what, hint = task.memory(cfg, loaded)
+            check_bytes(need, device=dev, what=what, hint=hint)
         n_points = _pipeline_points(cfg)
         store, points = None, PointCache()
         if n_points > 1:

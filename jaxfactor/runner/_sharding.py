@@ -159,3 +159,14 @@ def check_memory(alg, data, hp, *, n_points: int, n_seeds: int, grid_map: str, d
         f"at once per device of {_gib(per_fit)} each, plus {_gib(data_b)} of data) but {device.platform} has about "
         f"{_gib(free)} free; {', '.join(hints)}"
     )
+
+
+def check_bytes(need: int, *, device: jax.Device, what: str, hint: str, available: tuple[int, bool] | None = None,
+                headroom: float = 0.9) -> None:
+    """One-line ``ValueError`` when ``need`` bytes (a pipeline's largest compiled call, estimated
+    from shapes before compiling) exceed ``headroom`` of the device's free memory."""
+    free, _ = available if available is not None else available_bytes(device)
+    if free <= 0 or need <= headroom * free:
+        return
+    raise ValueError(f"{what} needs about {_gib(need)} but {device.platform} has about {_gib(free)} free; {hint}")
+
