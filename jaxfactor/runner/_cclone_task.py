@@ -50,6 +50,21 @@ class PipelineOutcome:
     figures: Callable[[str], None] | None = None
 
 
+def selection_records(rows: list[dict], score_key: str, better: str = "min"):
+    """A sweep's table (one row per point, a ``chosen`` column marking the point with the
+    lowest / highest ``score_key``), the chosen index, and one record per point (``id`` plus the
+    row's values as plain Python numbers); the tasks add each record's ``summary`` line."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    pick = int(table[score_key].idxmin() if better == "min" else table[score_key].idxmax())
+    table["chosen"] = False
+    table.loc[pick, "chosen"] = True
+    records = [{"id": f"p{i:03d}", **{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}}
+               for i, row in table.iterrows()]
+    return table, pick, records
+
+
 @dataclass
 class Loaded:
     adata: Any

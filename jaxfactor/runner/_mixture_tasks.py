@@ -15,7 +15,7 @@ import numpy as np
 from dataclasses import dataclass
 from typing import Any
 
-from ._cclone_task import Loaded, PipelineOutcome
+from ._cclone_task import Loaded, PipelineOutcome, selection_records
 from ._resume import PointCache, fit_sweep
 from ._schema import Field
 
@@ -82,19 +82,11 @@ def _ari(pred, labels):
 
 
 def _finish(cfg, rows, results, adata_out, figure, score_key, better):
-    import pandas as pd
-
-    table = pd.DataFrame(rows)
-    pick = table[score_key].idxmin() if better == "min" else table[score_key].idxmax()
-    table["chosen"] = False
-    table.loc[pick, "chosen"] = True
+    table, pick, records = selection_records(rows, score_key, better)
     key = SIZE_KEYS[cfg.spec.name]
-    records = []
-    for i, row in table.iterrows():
-        rec = {"id": f"p{i:03d}", **{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}}
+    for rec in records:
         extra = ", ".join(f"{k}={rec[k]:.4g}" for k in ("log_likelihood", "elbo", "bic", "ari") if k in rec and rec[k] is not None and rec[k] == rec[k])
         rec["summary"] = f"  {rec['id']}: {key}={rec[key]}{' (chosen by ' + score_key + ')' if rec['chosen'] else ''}: {extra}, {rec['seconds']:.2f} s"
-        records.append(rec)
     return PipelineOutcome(records, adata_out(results[pick]), {"selection.csv": table}, lambda folder: figure(folder, results[pick], table))
 
 

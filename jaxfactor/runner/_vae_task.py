@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ._cluster import kmeans as kmeans_labels
-from ._cclone_task import PipelineOutcome
+from ._cclone_task import PipelineOutcome, selection_records
 from ._resume import PointCache, fit_sweep
 from ._schema import Field
 
@@ -136,18 +136,12 @@ class VAETask:
 
         rows, fits = fit_sweep(points, "n_latent", sizes, fit_point)
 
-        table = pd.DataFrame(rows)
-        pick = int(table["heldout_neg_elbo"].idxmin())
-        table["chosen"] = False
-        table.loc[pick, "chosen"] = True
-        records = []
-        for i, row in table.iterrows():
-            rec = {"id": f"p{i:03d}", **{c: (v.item() if hasattr(v, "item") else v) for c, v in row.items()}}
+        table, pick, records = selection_records(rows, "heldout_neg_elbo")
+        for rec in records:
             extra = ", ".join(f"{name}={rec[name]:.4g}" for name in ("heldout_neg_elbo", "heldout_log_px", "ari") if name in rec
                               and rec[name] == rec[name])
             rec["summary"] = (f"  {rec['id']}: n_latent={rec['n_latent']}{' (chosen by heldout_neg_elbo)' if rec['chosen'] else ''}: "
                               f"{extra}, {rec['n_epochs']} epochs, {rec['seconds']:.2f} s ({rec['seconds_per_epoch']:.3f} s/epoch)")
-            records.append(rec)
         fit, z, kmeans = fits[pick]
         out = loaded.adata.copy()
         out.obsm[OBSM_KEY] = z

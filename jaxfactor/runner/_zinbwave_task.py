@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._cclone_task import PipelineOutcome
+from ._cclone_task import PipelineOutcome, selection_records
 from ._cluster import kmeans
 from ._resume import PointCache, fit_sweep
 from ._schema import Field
@@ -131,22 +131,14 @@ class ZINBWaveTask:
 
 
 def _outcome(rows, results) -> PipelineOutcome:
-    import pandas as pd
-
-    table = pd.DataFrame(rows)
-    pick = int(table["bic"].idxmin())
-    table["chosen"] = False
-    table.loc[pick, "chosen"] = True
-    records = []
-    for i, row in table.iterrows():
-        rec = {"id": f"p{i:03d}", **{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}}
+    table, pick, records = selection_records(rows, "bic")
+    for rec in records:
         shown = ", ".join(f"{k}={rec[k]:.6g}" for k in ("penalized_log_likelihood", "bic", "cancor_min", "ari")
                           if k in rec and rec[k] == rec[k])
         chosen = " (chosen by bic)" if rec["chosen"] else ""
         state = "converged" if rec["converged"] else "max_iter"
         rec["summary"] = (f"  {rec['id']}: n_components={rec['n_components']}{chosen}: {shown}; "
                           f"{rec['n_iter']} outer iterations ({state}), {rec['seconds']:.2f} s")
-        records.append(rec)
     out, labels = results[pick]
     return PipelineOutcome(records, out, {"selection.csv": table}, lambda folder: _figure(folder, out, labels, table))
 
