@@ -121,6 +121,36 @@ def test_analytic_kl_matches_monte_carlo():
 # training, bounds, determinism
 # ------------------------------------------------------------------------------------------------
 
+def test_batch_norm_is_pytorchs_with_a_row_mask():
+    """Training mode normalises with the biased variance of the real rows; the running variance
+    averages the unbiased one (PyTorch's BatchNorm1d, momentum 0.01 there = 0.99 here)."""
+    from jaxfactor.models._vae_modules import BatchNorm
+
+    x = np.random.default_rng(0).normal(2.0, 3.0, (7, 4)).astype(np.float32)
+    mask = np.array([1, 1, 1, 1, 1, 0, 0], bool)
+    x[~mask] = 1e3  # padding rows must not reach the moments
+    bn = BatchNorm()
+    variables = bn.init(jax.random.PRNGKey(0), jnp.asarray(x), train=False)
+    y, mutated = bn.apply(variables, jnp.asarray(x), train=True, mask=jnp.asarray(mask), mutable=["batch_stats"])
+    real = x[mask].astype(np.float64)
+    mean, var = real.mean(0), real.var(0)
+    np.testing.assert_allclose(np.asarray(y)[mask], (real - mean) / np.sqrt(var + 1e-3), rtol=1e-5, atol=1e-5)
+    stats = mutated["batch_stats"]
+    np.testing.assert_allclose(stats["mean"], 0.01 * mean, rtol=1e-5)
+    np.testing.assert_allclose(stats["var"], 0.99 + 0.01 * real.var(0, ddof=1), rtol=1e-5)
+    y_eval = bn.apply({**variables, "batch_stats": stats}, jnp.asarray(x), train=False)
+    np.testing.assert_allclose(y_eval, (x - stats["mean"]) / np.sqrt(stats["var"] + 1e-3), rtol=1e-5, atol=1e-5)
+
+
+def test_epoch_ends_with_a_short_minibatch_as_scvi():
+    """floor(n / B) full minibatches and one of the remaining cells, unless fewer than 3 remain."""
+    from jaxfactor.models._vae_train import batch_plan, steps_per_epoch
+
+    assert batch_plan(2705, 128) == (21, 17) and steps_per_epoch(2705, 128) == 22
+    assert batch_plan(2562, 128) == (20, 0) and steps_per_epoch(2562, 128) == 20  # 2 left over: unused
+    assert batch_plan(256, 128) == (2, 0) and steps_per_epoch(256, 128) == 2
+
+
 def test_training_improves_heldout_elbo_and_separates_types(sim, trained):
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score

@@ -45,8 +45,9 @@ SCRIPT = textwrap.dedent(
             raise AssertionError(kwargs)
     _vae_api._init, _vae_api._epoch = init, epoch
 
-    # ZINB and NB, batch norm and encoder dropout on, KL warm-up: 6 minibatches of 32 per epoch
-    # (the last filled up by wrap-around), split 8 cells per device; NB tracks early stopping (the
+    # ZINB and NB, batch norm and encoder dropout on, KL warm-up: 5 minibatches of 32 per epoch
+    # split 8 cells per device, then the short one of 19 cells padded to 20 (5 per device, one
+    # masked row); NB tracks early stopping (the
     # held-out loss inside the compiled epoch, best parameters kept)
     worst = 0.0
     for likelihood, early in (("zinb", False), ("nb", True)):

@@ -19,6 +19,11 @@ draws ``z = mean + sqrt(var) * eps`` (reparameterisation); the autoencoder (``ki
 ``z = mean`` and no KL term. Batch-norm momentum 0.99 / epsilon 1e-3 are PyTorch's 0.01 / 1e-3
 as scVI sets them (the two libraries define momentum the other way round), and every Dense
 layer is initialised as PyTorch's ``nn.Linear``, so both tools start from the same distribution.
+Batch norm (:class:`BatchNorm`) is PyTorch's ``BatchNorm1d`` (Ioffe & Szegedy, ICML 2015):
+training normalises with the minibatch's biased variance, the running variance used at
+inference averages the unbiased one (``m / (m - 1)`` times it for ``m`` cells), and a row mask
+leaves padding rows out of the moments (a minibatch shorter than the others, padded to a
+multiple of the device count).
 
 Data-parallel training (``axis_name``): inside ``jax.shard_map`` over a ``"cells"`` mesh each
 device runs the network on its contiguous share of the minibatch's rows. Batch norm then averages
@@ -121,8 +126,51 @@ class RowDropout(nn.Module):
         return lax.select(mask, x / keep, jnp.zeros_like(x))
 
 
+class BatchNorm(nn.Module):
+    """Batch normalisation over the rows, as PyTorch's ``BatchNorm1d`` (what scVI uses).
+
+    Training: ``y = (x - m) / sqrt(v + epsilon) * scale + bias`` with ``m``, ``v`` the mean and
+    biased variance (two-pass) over the rows where ``mask`` is true (all rows without a mask;
+    with ``axis_name``, over the rows of every device of that axis), and the running moments
+    updated as ``r <- momentum r + (1 - momentum) new`` with the *unbiased* variance
+    ``v c / (c - 1)`` for ``c`` counted rows (PyTorch's rule; ``flax.linen.BatchNorm`` keeps the
+    biased one). Inference: the running moments. Variables are named as ``flax.linen.BatchNorm``'s
+    (``params``: ``scale``, ``bias``; ``batch_stats``: ``mean``, ``var``).
+    """
+
+    momentum: float = 0.99
+    epsilon: float = 1e-3
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, *, train: bool, mask=None):
+        f = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (f,))
+        bias = self.param("bias", nn.initializers.zeros, (f,))
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((f,), x.dtype))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((f,), x.dtype))
+        if not train:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            total = lambda a: a if self.axis_name is None else lax.psum(a, self.axis_name)
+            if mask is None:
+                count = jnp.asarray(global_rows(x.shape[0], self.axis_name), x.dtype)
+                keep = lambda a: a
+            else:
+                count = total(jnp.sum(mask.astype(x.dtype)))
+                keep = lambda a: jnp.where(mask[:, None], a, 0.0)
+            mean = total(jnp.sum(keep(x), axis=0)) / count
+            var = total(jnp.sum(keep(jnp.square(x - mean)), axis=0)) / count
+            if not self.is_initializing():
+                m = self.momentum
+                ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
+                ra_var.value = m * ra_var.value + (1.0 - m) * var * (count / jnp.maximum(count - 1.0, 1.0))
+        return (x - mean) * (lax.rsqrt(var + self.epsilon) * scale) + bias
+
+
 class MLP(nn.Module):
-    """``len(features)`` x [Dense -> norm -> ReLU -> Dropout]."""
+    """``len(features)`` x [Dense -> norm -> ReLU -> Dropout]; ``mask`` marks the real rows for
+    batch norm (see :class:`BatchNorm`)."""
 
     features: tuple
     dropout_rate: float = 0.0
@@ -130,11 +178,11 @@ class MLP(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
+    def __call__(self, x, *, train: bool, mask=None):
         for i, width in enumerate(self.features):
             x = dense(width, x.shape[-1])(x)
             if self.norm == "batch":
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3, axis_name=self.axis_name)(x)
+                x = BatchNorm(momentum=0.99, epsilon=1e-3, axis_name=self.axis_name)(x, train=train, mask=mask)
             elif self.norm == "layer":
                 x = nn.LayerNorm(use_bias=False, use_scale=False)(x)
             x = nn.relu(x)
@@ -150,9 +198,9 @@ class Encoder(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x_in, *, train: bool):
+    def __call__(self, x_in, *, train: bool, mask=None):
         c = self.config
-        h = MLP((c.n_hidden,) * c.n_layers, c.dropout_rate, c.norm, self.axis_name, name="mlp")(x_in, train=train)
+        h = MLP((c.n_hidden,) * c.n_layers, c.dropout_rate, c.norm, self.axis_name, name="mlp")(x_in, train=train, mask=mask)
         mean = dense(c.n_latent, h.shape[-1], name="mean")(h)
         if not c.variational:
             return mean, None
@@ -167,9 +215,9 @@ class Decoder(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, z, log_library, *, train: bool):
+    def __call__(self, z, log_library, *, train: bool, mask=None):
         c = self.config
-        h = MLP((c.n_hidden,) * c.n_layers, c.decoder_dropout, c.norm, self.axis_name, name="mlp")(z, train=train)
+        h = MLP((c.n_hidden,) * c.n_layers, c.decoder_dropout, c.norm, self.axis_name, name="mlp")(z, train=train, mask=mask)
         if c.likelihood in COUNT_LIKELIHOODS:
             logits = dense(c.n_genes, h.shape[-1], name="scale")(h)
             out = {"log_mu": nn.log_softmax(logits, axis=-1) + log_library[..., None], "scale_logits": logits,
@@ -188,9 +236,10 @@ class Decoder(nn.Module):
 class VAE(nn.Module):
     """Encoder + decoder; ``__call__`` runs the whole reconstruction for training.
 
-    ``__call__(x_in, log_library, eps, train)`` returns ``(mean, var, z, p)`` where ``z`` is the
-    reparameterised draw ``mean + sqrt(var) * eps`` (VAE) or ``mean`` (AE) and ``p`` the decoder
-    output at ``z``. ``encode`` and ``decode`` expose the halves (``decode`` accepts extra leading
+    ``__call__(x_in, log_library, eps, train, mask=None)`` returns ``(mean, var, z, p)`` where
+    ``z`` is the reparameterised draw ``mean + sqrt(var) * eps`` (VAE) or ``mean`` (AE) and ``p``
+    the decoder output at ``z``; ``mask`` (rows) keeps padding out of batch norm's moments.
+    ``encode`` and ``decode`` expose the halves (``decode`` accepts extra leading
     sample axes on ``z``, as importance sampling needs). ``axis_name``: the mesh axis of
     data-parallel training (see the module docstring).
     """
@@ -208,7 +257,7 @@ class VAE(nn.Module):
     def decode(self, z, log_library, *, train: bool = False):
         return self.decoder(z, log_library, train=train)
 
-    def __call__(self, x_in, log_library, eps, *, train: bool = False):
-        mean, var = self.encoder(x_in, train=train)
+    def __call__(self, x_in, log_library, eps, *, train: bool = False, mask=None):
+        mean, var = self.encoder(x_in, train=train, mask=mask)
         z = mean if var is None else mean + jnp.sqrt(var) * eps
-        return mean, var, z, self.decoder(z, log_library, train=train)
+        return mean, var, z, self.decoder(z, log_library, train=train, mask=mask)

@@ -15,11 +15,13 @@ epoch (scVI: 400 warm-up epochs). The autoencoder (``kind='ae'``) minimises the 
 term at ``z = mean`` alone.
 
 Step. One call of ``step`` is one epoch: a permutation of the training cells drawn from the key
-in the state is cut into ``ceil(n / batch_size)`` minibatches of exactly ``batch_size`` cells (the
-last one filled up with the first cells of the permutation, so every minibatch has one shape and
-batch-norm statistics never see padding), the rows gathered on the device, and ``lax.scan`` runs
-one optax AdamW update per minibatch. The whole epoch is one compiled program: no host round
-trip per minibatch. All randomness (split, shuffles, dropout, reparameterisation noise) comes
+in the state is cut into ``floor(n / batch_size)`` minibatches of ``batch_size`` cells and, as
+scVI's data loader does, one last shorter minibatch of the ``r = n mod batch_size`` cells left
+over (its loss is the mean over those ``r`` cells, its batch-norm moments theirs). As scVI, a
+remainder of fewer than 3 cells (too few for batch norm) is not used: those cells, different
+ones each epoch, wait for the next epoch. The rows are gathered on the device, ``lax.scan``
+runs one optax AdamW update per full minibatch and the short one follows (a second shape in
+the same program). The whole epoch is one compiled program: no host round trip per minibatch. All randomness (split, shuffles, dropout, reparameterisation noise) comes
 from ``jax.random`` keys derived from the seed, so a fit is deterministic for a seed.
 
 Non-finite loss. The global index of the first minibatch whose loss is not finite is recorded
@@ -45,7 +47,10 @@ minibatch of ``B`` cells split over the ``D`` devices of a ``"cells"`` mesh (``B
 ``D``): ``data.x`` is held with its rows split over the devices (padded to a multiple of ``D``
 with rows that are never drawn, ``n_train`` being the real count), so each device stores ``n/D``
 cells. The permutation, the minibatch keys and the optimiser are computed identically on every
-device. Per minibatch, each device collects its ``B/D`` rows of the minibatch (device ``i``:
+device. The short last minibatch is padded to a multiple of ``D`` rows with cells that a row
+mask leaves out of the loss and of batch norm's moments (random draws are prefixes of the
+padded minibatch's, so they equal the one-device draws). Per minibatch, each device collects its
+``B/D`` rows of the minibatch (device ``i``:
 positions ``[i B/D, (i + 1) B/D)`` of the permuted batch) from whichever device holds them (a
 masked gather plus ``psum_scatter``: exact, each row is a sum of itself and zeros), computes
 ``sum_{its cells} loss / B`` and its gradient, and ``psum`` over ``"cells"`` makes both the
@@ -72,6 +77,7 @@ from ._likelihoods import COUNT_LIKELIHOODS, log_factorial, log_prob
 from ._vae_modules import VAE, VAEConfig, global_rows, local_rows
 
 _EVAL_KEY = 0  # seed of the fixed noise of the objective
+MIN_TAIL = 3  # a last minibatch of fewer cells is not used (scVI's rule: batch norm needs a few)
 
 
 class VAEData(NamedTuple):
@@ -159,17 +165,18 @@ def variables_of(params, batch_stats):
 
 
 def cell_terms(config: VAEConfig, variables, x, key, *, train: bool, normalized: bool = True,
-               axis_name: str | None = None):
+               axis_name: str | None = None, mask=None):
     """Per-cell ``(-log p(x|z), KL, new batch stats)`` at one draw of ``z`` (``z = mean`` for the AE);
     ``normalized=False`` leaves out the count likelihoods' data constant ``sum_g log x_g!``.
-    ``axis_name``: ``x`` is this device's share of a minibatch split over that mesh axis."""
+    ``axis_name``: ``x`` is this device's share of a minibatch split over that mesh axis;
+    ``mask``: its real rows (batch norm's moments leave the others out)."""
     model = VAE(config, axis_name)
     k_noise, k_drop = jax.random.split(key)
     eps = jax.random.normal(k_noise, (global_rows(x.shape[0], axis_name), config.n_latent), x.dtype)
     eps = local_rows(eps, x.shape[0], axis_name)
     args = (encoder_input(config, x), log_library(x), eps)
     if train:
-        (mean, var, _, p), mutated = model.apply(variables, *args, train=True, rngs={"dropout": k_drop},
+        (mean, var, _, p), mutated = model.apply(variables, *args, train=True, mask=mask, rngs={"dropout": k_drop},
                                                  mutable=["batch_stats"])
         stats = mutated.get("batch_stats", {})
     else:
@@ -248,12 +255,18 @@ def vae_training(config: VAEConfig, batch_size: int = 128, early_stopping: bool 
             zero, zero, big, params if early_stopping else None, stats if early_stopping else None,
             jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.full((), -1, jnp.int32))
 
-    def minibatch_loss(params, stats, xb, key, beta):
+    def minibatch_loss(params, stats, xb, key, beta, mask):
+        """Mean loss of the minibatch's real cells (sharded: this device's part of it, psum'd with
+        the gradient); ``mask`` marks the real rows of a padded minibatch (``None``: all)."""
         rec, kl, new_stats = cell_terms(config, variables_of(params, stats), xb, key, train=True, normalized=False,
-                                        axis_name=axis)
+                                        axis_name=axis, mask=mask)
         cell_loss = rec + beta * kl
-        # sharded: this device's part of the minibatch mean; psum'd with the gradient
-        loss = jnp.sum(cell_loss) / B if sharded else jnp.mean(cell_loss)
+        if mask is not None:
+            cell_loss = jnp.where(mask, cell_loss, 0.0)
+            count = jnp.sum(mask.astype(cell_loss.dtype))
+            loss = jnp.sum(cell_loss) / (lax.psum(count, CELLS) if sharded else count)
+        else:
+            loss = jnp.sum(cell_loss) / global_rows(xb.shape[0], axis) if sharded else jnp.mean(cell_loss)
         return loss, (new_stats, cell_loss)
 
     grad_fn = jax.value_and_grad(minibatch_loss, has_aux=True)
@@ -269,31 +282,35 @@ def vae_training(config: VAEConfig, batch_size: int = 128, early_stopping: bool 
         rows = jnp.where(mine[:, None], jnp.take(x, jnp.clip(local, 0, n_local - 1), axis=0), jnp.zeros((), x.dtype))
         return lax.psum_scatter(rows, CELLS, scatter_dimension=0, tiled=True)
 
-    def train_pass(params, stats, opt_state, step, nan_step, x, idx, keys, first, beta, hp):
-        """One pass of ``lax.scan`` over the epoch's minibatches ``idx`` (nb, B)."""
+    def train_pass(params, stats, opt_state, step, nan_step, x, idx, keys, tail_idx, tail_mask, beta, hp):
+        """One epoch: ``lax.scan`` over the full minibatches ``idx`` (nf, B), then the short one
+        ``tail_idx`` (none if it has no rows; ``tail_mask`` marks its real rows)."""
         tx = optimizer(hp)
 
-        def body(carry, inputs):
+        def update(carry, ib, kb, mask):
             params, stats, opt_state, step, nan_step, loss_sum = carry
-            ib, kb, fb = inputs
-            (loss, (stats, cell_loss)), grads = grad_fn(params, stats, gather(x, ib), kb, beta)
+            (loss, (stats, cell_loss)), grads = grad_fn(params, stats, gather(x, ib), kb, beta, mask)
             if sharded:
                 loss, grads = lax.psum((loss, grads), CELLS)
-                fb = local_rows(fb, B // mesh.size, CELLS)
             updates, opt_state = tx.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             nan_step = jnp.where((nan_step < 0) & ~jnp.isfinite(loss), step, nan_step)
-            loss_sum = loss_sum + jnp.sum(jnp.where(fb, cell_loss, 0.0))
-            return (params, stats, opt_state, step + 1, nan_step, loss_sum), None
+            return params, stats, opt_state, step + 1, nan_step, loss_sum + jnp.sum(cell_loss)
 
-        carry0 = (params, stats, opt_state, step, nan_step, jnp.zeros((), x.dtype))
-        (params, stats, opt_state, step, nan_step, loss_sum), _ = lax.scan(body, carry0, (idx, keys, first))
+        nf = idx.shape[0]
+        carry = (params, stats, opt_state, step, nan_step, jnp.zeros((), x.dtype))
+        carry, _ = lax.scan(lambda c, a: (update(c, a[0], a[1], None), None), carry, (idx, keys[:nf]))
+        if tail_idx.shape[0]:
+            # one device: the short minibatch is all real rows; sharded: padded, the mask sliced
+            mask = local_rows(tail_mask, tail_idx.shape[0] // mesh.size, CELLS) if sharded else None
+            carry = update(carry, tail_idx, keys[nf], mask)
+        params, stats, opt_state, step, nan_step, loss_sum = carry
         if sharded:
             loss_sum = lax.psum(loss_sum, CELLS)
         return params, stats, opt_state, step, nan_step, loss_sum
 
     # state, minibatch plan and hyperparameters replicated; the training rows split over the mesh
-    run_pass = over_cells(train_pass, mesh, in_specs=(REPL,) * 5 + (ROWS,) + (REPL,) * 5, out_specs=REPL)
+    run_pass = over_cells(train_pass, mesh, in_specs=(REPL,) * 5 + (ROWS,) + (REPL,) * 6, out_specs=REPL)
 
     def objective(state: VAEState, data: VAEData, hp: VAEHparams):
         return heldout_loss(config, variables_of(state.params, state.batch_stats), data.x_val, data.val_weight,
@@ -304,19 +321,19 @@ def vae_training(config: VAEConfig, batch_size: int = 128, early_stopping: bool 
         if sharded and data.x.shape[0] != padded_size(n, mesh):
             raise ValueError(f"data.x has {data.x.shape[0]} rows; a mesh of {mesh.size} with n_train={n} needs "
                              f"{padded_size(n, mesh)} (the training rows padded to a multiple of the mesh size)")
-        nb = -(-n // B)
+        nf, r = batch_plan(n, B)
+        r_pad = -(-r // mesh.size) * mesh.size if sharded else r  # the short minibatch split over the mesh
         key, k_perm, k_batches = jax.random.split(state.key, 3)
-        idx = jax.random.permutation(k_perm, n)
-        if nb * B != n:
-            idx = idx[jnp.arange(nb * B) % n]
-        idx = idx.reshape(nb, B)
-        first = (jnp.arange(nb * B) < n).reshape(nb, B)  # the wrap-around fill is not counted twice
+        perm = jax.random.permutation(k_perm, n)
+        idx = perm[:nf * B].reshape(nf, B)
+        tail_idx = perm[(nf * B + jnp.arange(r_pad)) % n]  # padding rows (masked) wrap to the start
+        tail_mask = jnp.arange(r_pad) < r
         beta = kl_weight(state.epoch.astype(data.x.dtype), hp).astype(data.x.dtype)
         params, stats, opt_state, step, nan_step, loss_sum = run_pass(
             state.params, state.batch_stats, state.opt_state, state.step, state.nan_step, data.x, idx,
-            jax.random.split(k_batches, nb), first, beta, hp)
+            jax.random.split(k_batches, nf + (r > 0)), tail_idx, tail_mask, beta, hp)
         new = state._replace(params=params, batch_stats=stats, opt_state=opt_state, key=key, epoch=state.epoch + 1,
-                             step=step, train_loss=loss_sum / n, nan_step=nan_step)
+                             step=step, train_loss=loss_sum / (nf * B + r), nan_step=nan_step)
         if early_stopping:
             val = objective(new, data, hp)
             better = (val < new.best_val - hp.min_delta) & (nan_step < 0)
@@ -346,8 +363,16 @@ def data_constant(config: VAEConfig, x) -> float:
     return float(np.mean(np.sum(gammaln(x + 1.0), axis=1)))
 
 
+def batch_plan(n_train: int, batch_size: int) -> tuple[int, int]:
+    """``(full minibatches, cells of the short last one)`` of an epoch; the remainder
+    ``n_train mod batch_size`` is dropped for that epoch when below ``MIN_TAIL`` (as scVI)."""
+    nf, r = divmod(int(n_train), int(batch_size))
+    return nf, (r if r >= MIN_TAIL else 0)
+
+
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    return -(-int(n_train) // int(batch_size))
+    nf, r = batch_plan(n_train, batch_size)
+    return nf + (r > 0)
 
 
 def make_data(x_train, x_val, eval_chunk: int = 1024) -> VAEData:
