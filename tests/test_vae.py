@@ -151,6 +151,24 @@ def test_epoch_ends_with_a_short_minibatch_as_scvi():
     assert batch_plan(256, 128) == (2, 0) and steps_per_epoch(256, 128) == 2
 
 
+def test_cpu_compiler_options_keep_the_arithmetic():
+    """The epoch compiled with jaxfactor's CPU options (``jaxfactor._xla``: YNNPACK for the dots
+    alone) computes what plain ``jax.jit`` computes; a jaxlib without the option gets none."""
+    from jaxfactor import _xla
+    from jaxfactor.models._vae_modules import VAEConfig
+    from jaxfactor.models._vae_train import VAEHparams, make_data, vae_training
+
+    assert _xla.cpu_options() in ((), tuple(sorted(_xla.CPU_OPTIONS.items())))
+    x = np.random.default_rng(0).poisson(3.0, (300, 200)).astype(np.float32)
+    alg = vae_training(VAEConfig(n_genes=200, n_hidden=64, likelihood="nb"), batch_size=64, eval_chunk=64)
+    data, hp = make_data(x[:250], x[250:], eval_chunk=64), VAEHparams(kl_warmup_epochs=2.0)
+    state = jax.jit(alg.init)(jax.random.PRNGKey(0), data, hp)
+    plain = jax.jit(alg.step)(state, data, hp)
+    tuned = _vae_api._epoch(alg, state, data, hp)
+    for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(tuned)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-7)
+
+
 def test_training_improves_heldout_elbo_and_separates_types(sim, trained):
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score

@@ -34,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._fit import _canonical_hp
+from .._xla import cpu_jit
 from ._likelihoods import COUNT_LIKELIHOODS, LIKELIHOODS
 from ._vae_modules import KINDS, NORMS, TRANSFORMS, VAEConfig
 from ._vae_train import VAEData, VAEHparams, VAEState, data_constant, make_data, steps_per_epoch, vae_training
@@ -209,12 +210,12 @@ def _init(alg, key, data, hp):
     return alg.init(key, data, hp)
 
 
-@partial(jax.jit, static_argnums=0)
+@partial(cpu_jit, static_argnums=0)  # the CPU's faster fusion of dots and elementwise work (.._xla)
 def _epoch(alg, state, data, hp):
     return alg.step(state, data, hp)
 
 
-@partial(jax.jit, static_argnums=0)
+@partial(cpu_jit, static_argnums=0)
 def _objective(alg, state, data, hp):
     return alg.objective(state, data, hp)
 
