@@ -256,3 +256,18 @@ def test_allele_demo_config(tmp_path, capsys):
     assert res.obsm["clone_prob"].shape == (150, 3) and res.varm["clone_af"].shape == (30, 3)
     assert {"clone_af_lower", "clone_af_upper"} <= set(res.varm) and (out / "allele_model.png").exists()
     assert np.isfinite(json.loads((out / "metrics.json").read_text())["points"][0]["elbo"])
+
+
+def test_anndata_matrix_names_what_is_missing():
+    """X or a named layer, stored as is; a missing one is a one-line error listing the layers."""
+    import scipy.sparse as sp
+
+    from jaxfactor.data._io import anndata_matrix
+
+    ad = anndata.AnnData(X=sp.csr_matrix(np.eye(3, dtype=np.float32)), layers={"counts": np.ones((3, 3), np.float32)})
+    assert sp.issparse(anndata_matrix(ad, None)) and anndata_matrix(ad, "counts").sum() == 9
+    with pytest.raises(ValueError, match=r"^layer 'raw' not in 'x.h5ad'; available layers: \['counts'\] \(omit data.layer to use X\)$"):
+        anndata_matrix(ad, "raw", "'x.h5ad'", "data.layer")
+    ad.X = None
+    with pytest.raises(ValueError, match=r"^the AnnData has no X matrix; name a layer \(available: \['counts'\]\)$"):
+        anndata_matrix(ad, None)

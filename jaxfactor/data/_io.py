@@ -27,20 +27,31 @@ def _require_file(path: str) -> None:
         raise ValueError(f"data file not found: {path!r}; check data.path (relative paths in a config are relative to the config file)")
 
 
+def anndata_matrix(adata, layer: str | None, source: str = "the AnnData", option: str | None = None):
+    """``adata.X`` (``layer=None``) or ``adata.layers[layer]``, as stored (sparse stays sparse).
+
+    A missing X or layer is a one-line error naming ``source`` and the layers there are;
+    ``option`` is the setting that picks the layer (e.g. ``data.layer``), named in the fix.
+    """
+    available = sorted(adata.layers) or "none"
+    if layer is None:
+        if adata.X is None:
+            how = f" with {option}" if option else ""
+            raise ValueError(f"{source} has no X matrix; name a layer{how} (available: {available})")
+        return adata.X
+    if layer not in adata.layers:
+        omit = f" (omit {option} to use X)" if option else ""
+        raise ValueError(f"layer {layer!r} not in {source}; available layers: {available}{omit}")
+    return adata.layers[layer]
+
+
 def read_h5ad(path: str, layer: str | None = None, *, transpose: bool = False):
     """Return ``(matrix, adata)`` from an ``.h5ad``; ``layer=None`` reads ``X``."""
     import anndata
 
     _require_file(path)
     adata = anndata.read_h5ad(path)
-    if layer is None:
-        if adata.X is None:
-            raise ValueError(f"{path!r} has no X matrix; name a layer with data.layer (available: {sorted(adata.layers)})")
-        mat = adata.X
-    elif layer not in adata.layers:
-        raise ValueError(f"layer {layer!r} not in {path!r}; available layers: {sorted(adata.layers) or 'none'} (omit data.layer to use X)")
-    else:
-        mat = adata.layers[layer]
+    mat = anndata_matrix(adata, layer, repr(path), "data.layer")
     if hasattr(mat, "toarray"):
         mat = mat.toarray()
     mat = np.asarray(mat)

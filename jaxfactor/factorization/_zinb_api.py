@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from ..data._io import anndata_matrix
 from ._zinb_fit import ZINBWaVEResult, check_counts, check_rank, fit_zinbwave, transform_counts, zero_rows_cols
 
 KEY = "zinbwave"
@@ -82,9 +83,7 @@ def fit(adata, n_components: int = 2, *, X=None, V=None, layer: str | None = Non
     """
     if not (hasattr(adata, "obs") and hasattr(adata, "var")):
         raise ValueError("fit expects an AnnData; for a count matrix use jaxfactor.zinbwave.fit_counts")
-    if layer is not None and layer not in adata.layers:
-        raise ValueError(f"layer {layer!r} not found; available layers: {', '.join(adata.layers) or '(none)'}")
-    Y = check_counts(adata.X if layer is None else adata.layers[layer], "counts" if layer is None else f"layers[{layer!r}]")
+    Y = check_counts(anndata_matrix(adata, layer), "counts" if layer is None else f"layers[{layer!r}]")
     Xd, x_names, x_levels = _covariates(X, adata.obs, "X")
     Vd, v_names, v_levels = _covariates(V, adata.var, "V")
     n, J = Y.shape
@@ -194,9 +193,7 @@ def transform(fitted, adata_new, *, layer: str | None = None, X=None, O_mu=None,
     if len(missing):
         raise ValueError(f"adata_new lacks {len(missing)} genes of the fit (e.g. {missing[0]!r}); it needs all of them")
     new = adata_new[:, fitted.var_names]
-    if layer is not None and layer not in new.layers:
-        raise ValueError(f"layer {layer!r} not found; available layers: {', '.join(new.layers) or '(none)'}")
-    Y = check_counts(new.X if layer is None else new.layers[layer], "counts")
+    Y = check_counts(anndata_matrix(new, layer, "adata_new"), "counts")
     s = fitted.uns[KEY]
     if X is None:
         if bool(s["settings"]["X_is_matrix"]):

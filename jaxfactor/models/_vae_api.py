@@ -35,6 +35,7 @@ import scipy.sparse as sp
 
 from .._fit import _canonical_hp
 from .._xla import cpu_jit
+from ..data._io import anndata_matrix
 from ._likelihoods import COUNT_LIKELIHOODS, LIKELIHOODS
 from ._vae_modules import KINDS, NORMS, TRANSFORMS, VAEConfig
 from ._vae_train import VAEData, VAEHparams, VAEState, data_constant, make_data, steps_per_epoch, vae_training
@@ -54,15 +55,7 @@ __all__ = ["VAEFit", "fit_vae", "load_checkpoint", "save_checkpoint", "checkpoin
 def read_input(data, layer: str | None = None, name: str = "X"):
     """``(matrix, adata or None, gene names or None)``; the matrix stays sparse if it is."""
     if hasattr(data, "obs") and hasattr(data, "var"):
-        if layer is None:
-            if data.X is None:
-                raise ValueError(f"the AnnData has no X; name a layer (available: {sorted(data.layers) or 'none'})")
-            mat = data.X
-        elif layer not in data.layers:
-            raise ValueError(f"layer {layer!r} not in the AnnData; available layers: {sorted(data.layers) or 'none'}")
-        else:
-            mat = data.layers[layer]
-        return mat, data, [str(v) for v in data.var_names]
+        return anndata_matrix(data, layer), data, [str(v) for v in data.var_names]
     if layer is not None:
         raise ValueError(f"layer={layer!r} needs an AnnData input; pass the matrix itself otherwise")
     if not sp.issparse(data):

@@ -76,14 +76,13 @@ class VAETask:
             return VAELoaded(adata, adata.layers["counts"], labels, names)
         path, fmt, layer = d["path"], d["format"] or None, d["layer"] or None
         from ..data import infer_format, load_any
+        from ..data._io import anndata_matrix
 
         if (fmt or infer_format(path)) == "h5ad":
             if not os.path.isfile(path):
                 raise ValueError(f"data file not found: {path!r}")
             adata = anndata.read_h5ad(path)
-            if layer is not None and layer not in adata.layers:
-                raise ValueError(f"layer {layer!r} not in {path!r}; available layers: {sorted(adata.layers) or 'none'}")
-            X = adata.layers[layer] if layer else adata.X
+            X = anndata_matrix(adata, layer, repr(path), "data.layer")
             if d["transpose"]:
                 raise ValueError("data.transpose is not supported for .h5ad input to the VAE; store cells as rows")
         else:
