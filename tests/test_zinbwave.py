@@ -321,7 +321,7 @@ def test_bad_input_is_a_one_line_error_before_compiling(no_fit, case, match):
 
 def test_anndata_errors(no_fit):
     ad = anndata.AnnData(X=np.ones((5, 4)))
-    with pytest.raises(ValueError, match="layer 'counts' not found"):
+    with pytest.raises(ValueError, match="layer 'counts' not in the AnnData; available layers: none"):
         zw.fit(ad, 1, layer="counts")
     with pytest.raises(ValueError, match="column 'batch' not found"):
         zw.fit(ad, 1, X=["batch"])
