@@ -21,7 +21,8 @@ over (its loss is the mean over those ``r`` cells, its batch-norm moments theirs
 remainder of fewer than 3 cells (too few for batch norm) is not used: those cells, different
 ones each epoch, wait for the next epoch. The rows are gathered on the device, ``lax.scan``
 runs one optax AdamW update per full minibatch and the short one follows (a second shape in
-the same program). The whole epoch is one compiled program: no host round trip per minibatch. All randomness (split, shuffles, dropout, reparameterisation noise) comes
+the same program). The whole epoch is one compiled program: no host round trip per minibatch.
+All randomness (split, shuffles, dropout, reparameterisation noise) comes
 from ``jax.random`` keys derived from the seed, so a fit is deterministic for a seed.
 
 Non-finite loss. The global index of the first minibatch whose loss is not finite is recorded
