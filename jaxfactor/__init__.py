@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     # jaxfactor.cclone pulls in scipy.optimize; import it (and jaxfactor.zinbwave) on first use, not with jaxfactor.
-    if name in ("cclone", "zinbwave"):
+    if name in ("cclone", "clones", "zinbwave"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
@@ -24,6 +24,6 @@ def __getattr__(name):
 
 
 __all__ = [
-    "Algorithm", "ConvergenceWarning", "cell_mesh", "FitManyResult", "cclone", "zinbwave", "FitResult", "__version__", "data", "fit", "fit_batch", "fit_fixed", "fit_many", "fit_restarts", "hparam_grid",
+    "Algorithm", "ConvergenceWarning", "cell_mesh", "FitManyResult", "cclone", "clones", "zinbwave", "FitResult", "__version__", "data", "fit", "fit_batch", "fit_fixed", "fit_many", "fit_restarts", "hparam_grid",
     "mixture", "nmf", "registered",
 ]

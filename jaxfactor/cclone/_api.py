@@ -14,14 +14,17 @@ import numpy as np
 
 from .._validate import check_positive_int
 from ..data import check_allele_counts, filter_variants, variant_matrices
-from ._engine import BootstrapSummary, bootstrap_masks, run_batch, summarise
+from ._engine import INITS, BootstrapSummary, bootstrap_masks, consensus_start, run_batch, summarise
 
 METHODS = ("bcd", "mu")
 CRITERIA = ("orth_score", "stability")
 
 
-def _check_options(n_bootstrap, bootstrap_fraction, n_cycles, method, tol, l2):
+def _check_options(n_bootstrap, bootstrap_fraction, n_cycles, method, tol, l2, init="consensus", n_init=10):
     check_positive_int(n_bootstrap, "n_bootstrap")
+    check_positive_int(n_init, "n_init")
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(map(repr, INITS))}")
     check_positive_int(n_cycles, "n_cycles")
     if not (isinstance(bootstrap_fraction, (int, float)) and 0 < bootstrap_fraction <= 1):
         raise ValueError(f"bootstrap_fraction must be in (0, 1], got {bootstrap_fraction!r}")
@@ -68,7 +71,7 @@ def _result_anndata(adata, M, W, summary: BootstrapSummary, rows, cols, k, param
 
 def fit(adata, k: int, *, n_bootstrap: int = 50, bootstrap_fraction: float = 0.9, n_cycles: int = 100,
         mode: str = "smartseq", seed: int = 0, method: str = "bcd", tol: float = 1e-6, l2: float = 0.0,
-        min_allele_reads: int = 2):
+        min_allele_reads: int = 2, init: str = "consensus", n_init: int = 10):
     """Bootstrap-averaged box-constrained weighted NMF M ≈ C Vᵀ (CCLONE) on an AnnData.
 
     Each of ``n_bootstrap`` fits uses a random ``bootstrap_fraction`` of the variants and runs up
@@ -84,8 +87,13 @@ def fit(adata, k: int, *, n_bootstrap: int = 50, bootstrap_fraction: float = 0.9
     ``min_allele_reads`` (default 2) is how many reads make an allele "seen" in M and W; 2
     reproduces CCLONE's published matrices. 1 keeps single-read evidence, which labels cells
     better at low coverage on simulated data (see experiments/benchmarks/cclone_accuracy.py).
+
+    ``init``: ``"consensus"`` (default) starts every bootstrap from the lowest-loss of ``n_init``
+    random-start fits on all variants, so the average does not depend on the seed beyond the
+    variant subsets; ``"random"`` starts each bootstrap from its own Uniform(0, 1) factors, as
+    CCLONE does (the average then depends on which local optimum each bootstrap found).
     """
-    _check_options(n_bootstrap, bootstrap_fraction, n_cycles, method, tol, l2)
+    _check_options(n_bootstrap, bootstrap_fraction, n_cycles, method, tol, l2, init, n_init)
     check_allele_counts(adata)
     k = _check_k(k, adata.n_vars, adata.n_obs)
     M, W = variant_matrices(adata, mode, min_allele_reads=min_allele_reads)
@@ -93,12 +101,23 @@ def fit(adata, k: int, *, n_bootstrap: int = 50, bootstrap_fraction: float = 0.9
     row_mask = np.ones(adata.n_obs, bool)
     col_mask = np.ones(adata.n_vars, bool)
     boots = bootstrap_masks(col_mask, n_bootstrap, bootstrap_fraction, rng)
+    start = _start(M, W, k, row_mask, col_mask, n_bootstrap, init=init, n_init=n_init, method=method, n_cycles=n_cycles,
+                   tol=tol, seed=seed, l2=l2)
     res = run_batch(M, W, k, np.broadcast_to(row_mask, (n_bootstrap, adata.n_obs)), boots,
-                    method=method, n_cycles=n_cycles, tol=tol, seed=seed, l2=l2)
+                    method=method, n_cycles=n_cycles, tol=tol, seed=seed, l2=l2, start=start)
     summary = summarise(M, W, row_mask, col_mask, boots, res.state.C, res.state.V, res.trace[:, -1], res.n_iter, res.converged)
     params = dict(n_bootstrap=n_bootstrap, bootstrap_fraction=bootstrap_fraction, n_cycles=n_cycles, mode=mode,
-                  seed=seed, method=method, tol=tol, l2=l2, min_allele_reads=min_allele_reads)
+                  seed=seed, method=method, tol=tol, l2=l2, min_allele_reads=min_allele_reads, init=init, n_init=n_init)
     return _result_anndata(adata, M, W, summary, np.arange(adata.n_obs), np.arange(adata.n_vars), k, params)
+
+
+def _start(M, W, k, row_mask, col_mask, n_bootstrap, *, init, n_init, method, n_cycles, tol, seed, l2):
+    """Starting factors of ``n_bootstrap`` fits: None (random) or the consensus start, repeated."""
+    if init == "random":
+        return None
+    C0, V0 = consensus_start(M, W, k, row_mask, col_mask, n_init=n_init, method=method, n_cycles=n_cycles, tol=tol,
+                             seed=seed + 7919, l2=l2)
+    return np.broadcast_to(C0, (n_bootstrap,) + C0.shape), np.broadcast_to(V0, (n_bootstrap,) + V0.shape)
 
 
 @dataclass
@@ -115,7 +134,7 @@ class SweepResult:
 def sweep(adata, ks=(2, 3, 4, 5), min_mafs=(2, 5, 10), filter_germline=(True, False), *, min_cell_coverage: float = 10,
           n_bootstrap: int = 50, bootstrap_fraction: float = 0.9, n_cycles: int = 100, mode: str = "smartseq",
           seed: int = 0, method: str = "bcd", tol: float = 1e-6, l2: float = 0.0, criterion: str = "orth_score",
-          min_allele_reads: int = 2):
+          min_allele_reads: int = 2, init: str = "consensus", n_init: int = 10):
     """Fit every (k, min_maf, filter_germline) point, each with its bootstraps, and choose one.
 
     Filters become masks on the unfiltered matrices, so every point of one k — all filter
@@ -124,11 +143,13 @@ def sweep(adata, ks=(2, 3, 4, 5), min_mafs=(2, 5, 10), filter_germline=(True, Fa
 
     ``criterion``: ``"orth_score"`` (CCLONE's: the highest orthogonality score of C) or
     ``"stability"`` (the highest mean adjusted Rand index between each bootstrap's cell labels
-    and the consensus labels; ties go to the smaller k). Returns a ``SweepResult``.
+    and the consensus labels; ties go to the smaller k). ``init`` / ``n_init``: as in ``fit``
+    (each filter setting gets its own consensus start). Returns a ``SweepResult``.
     """
     plan = _SweepPlan.make(adata, ks, min_mafs, filter_germline, min_cell_coverage=min_cell_coverage,
                            n_bootstrap=n_bootstrap, bootstrap_fraction=bootstrap_fraction, n_cycles=n_cycles, mode=mode,
-                           seed=seed, method=method, tol=tol, l2=l2, criterion=criterion, min_allele_reads=min_allele_reads)
+                           seed=seed, method=method, tol=tol, l2=l2, criterion=criterion, min_allele_reads=min_allele_reads,
+                           init=init, n_init=n_init)
     return plan.select([plan.fit_k(k) for k in plan.ks])
 
 
@@ -151,8 +172,8 @@ class _SweepPlan:
 
     @classmethod
     def make(cls, adata, ks, min_mafs, filter_germline, *, min_cell_coverage, n_bootstrap, bootstrap_fraction, n_cycles,
-             mode, seed, method, tol, l2, criterion, min_allele_reads) -> "_SweepPlan":
-        _check_options(n_bootstrap, bootstrap_fraction, n_cycles, method, tol, l2)
+             mode, seed, method, tol, l2, criterion, min_allele_reads, init="consensus", n_init=10) -> "_SweepPlan":
+        _check_options(n_bootstrap, bootstrap_fraction, n_cycles, method, tol, l2, init, n_init)
         if criterion not in CRITERIA:
             raise ValueError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
         ks = [_check_k(k) for k in ks]
@@ -182,7 +203,7 @@ class _SweepPlan:
         boots = {i: bootstrap_masks(f[3], n_bootstrap, bootstrap_fraction, rng) for i, f in enumerate(filters) if f[2] is not None}
         params = dict(n_bootstrap=n_bootstrap, bootstrap_fraction=bootstrap_fraction, n_cycles=n_cycles, mode=mode,
                       seed=seed, method=method, tol=tol, l2=l2, min_cell_coverage=min_cell_coverage,
-                      min_allele_reads=min_allele_reads)
+                      min_allele_reads=min_allele_reads, init=init, n_init=n_init)
         return cls(adata, ks, M, W, filters, boots, params, criterion)
 
     def fit_k(self, k: int) -> tuple[list, list]:
@@ -194,8 +215,12 @@ class _SweepPlan:
         if todo:
             row_masks = np.concatenate([np.broadcast_to(filters[i][2], (n_bootstrap, adata.n_obs)) for i in todo])
             col_masks = np.concatenate([boots[i] for i in todo])
+            starts = [_start(M, W, k, filters[i][2], filters[i][3], n_bootstrap, init=p["init"], n_init=p["n_init"],
+                             method=p["method"], n_cycles=p["n_cycles"], tol=p["tol"], seed=p["seed"] + k, l2=p["l2"])
+                      for i in todo]
+            start = None if starts[0] is None else tuple(np.concatenate([s[j] for s in starts]) for j in range(2))
             res = run_batch(M, W, k, row_masks, col_masks, method=p["method"], n_cycles=p["n_cycles"], tol=p["tol"],
-                            seed=p["seed"] + k, l2=p["l2"])
+                            seed=p["seed"] + k, l2=p["l2"], start=start)
         for i, (maf, germ, rmask, cmask, err) in enumerate(filters):
             row = {"k": k, "min_maf": maf, "filter_germline": germ}
             if i not in todo:

@@ -52,8 +52,10 @@ def bootstrap_masks(col_mask: np.ndarray, n_bootstrap: int, fraction: float, rng
 
 
 def run_batch(M, W, k: int, row_masks: np.ndarray, col_masks: np.ndarray, *, method: str, n_cycles: int, tol: float,
-              seed: int, l2: float = 0.0, inner_sweeps: int = 2):
-    """Fit one box-constrained weighted NMF per (row_mask, col_mask) pair in one compiled call."""
+              seed: int, l2: float = 0.0, inner_sweeps: int = 2, start=None):
+    """Fit one box-constrained weighted NMF per (row_mask, col_mask) pair in one compiled call.
+
+    ``start``: optional (C0 (B, n, k), V0 (B, p, k)) starting factors; default Uniform(0, 1)."""
     alg = WNMF_METHODS[method](k, inner_sweeps) if method == "bcd" else WNMF_METHODS[method](k)
     dt = jnp.zeros(()).dtype
     data = WNMFData(jnp.asarray(M, dt), jnp.asarray(W, dt), jnp.asarray(row_masks, dt), jnp.asarray(col_masks, dt))
@@ -61,11 +63,31 @@ def run_batch(M, W, k: int, row_masks: np.ndarray, col_masks: np.ndarray, *, met
     # Uniform(0, 1) starting factors, as the algorithm's own init draws them, but drawn on the
     # host: this keeps the PRNG out of the compiled program (about a second less compilation).
     rng = np.random.default_rng(seed)
-    state0 = WNMFState(jnp.asarray(rng.random((B, n, k)), dt), jnp.asarray(rng.random((B, p, k)), dt))
+    if start is None:
+        start = (rng.random((B, n, k)), rng.random((B, p, k)))
+    state0 = WNMFState(jnp.asarray(start[0], dt), jnp.asarray(start[1], dt))
     keys = jax.random.split(jax.random.PRNGKey(seed), B)
     res = fit_batch(alg, data, WNMFHparams(l2, l2), keys, data_axes=WNMFData(None, None, 0, 0),
                     max_iter=n_cycles, tol=tol, chunk_size=min(10, n_cycles), state0=state0)
     return jax.tree_util.tree_map(np.asarray, res)
+
+
+INITS = ("consensus", "random")
+
+
+def consensus_start(M, W, k: int, row_mask: np.ndarray, col_mask: np.ndarray, *, n_init: int, method: str,
+                    n_cycles: int, tol: float, seed: int, l2: float = 0.0):
+    """The lowest-loss of ``n_init`` fits from Uniform(0, 1) starts on every variant of the filter:
+    ``(C, V)``, the common start of every bootstrap with ``init="consensus"``.
+
+    CCLONE starts each bootstrap from its own random factors; the weighted NMF has local optima,
+    so the bootstrap average then depends on the seed (which optimum each bootstrap fell into).
+    Starting every bootstrap from the best of several full-data fits makes the bootstraps measure
+    what they are meant to — the variability due to the variants — and the average reproducible."""
+    res = run_batch(M, W, k, np.broadcast_to(row_mask, (n_init, row_mask.size)), np.broadcast_to(col_mask, (n_init, col_mask.size)),
+                    method=method, n_cycles=n_cycles, tol=tol, seed=seed, l2=l2)
+    best = int(np.argmin(np.where(np.isfinite(res.trace[:, -1]), res.trace[:, -1], np.inf)))
+    return res.state.C[best], res.state.V[best]
 
 
 def _cosine(A, B):

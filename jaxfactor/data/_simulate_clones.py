@@ -18,6 +18,16 @@ from .._validate import check_nonnegative_float, check_positive_int
 CELL_SIZE_SD = 0.5
 VARIANT_EXPRESSION_SD = 1.0
 _BASES = np.array(list("ACGT"))
+#: Cell types of the simulated annotation (``celltypes=True``): healthy cells are drawn from
+#: HEALTHY_TYPES with probabilities HEALTHY_SHARES, cancer cells from CANCER_TYPES (an AML-like
+#: sample: lymphocytes and monocytes healthy, immature myeloid cells leukaemic).
+HEALTHY_TYPES = ("T cells", "B cells", "NK cells", "Monocytes")
+HEALTHY_SHARES = (0.5, 0.2, 0.1, 0.2)
+CANCER_TYPES = ("Immature", "Early myeloid")
+CANCER_SHARES = (0.7, 0.3)
+#: RNA editing is expressed in myeloid cells (Monocytes and the cancer types) at ``editing_level``
+#: and in lymphocytes at a tenth of it.
+MYELOID_TYPES = ("Monocytes", "Immature", "Early myeloid")
 
 
 class CloneSimulation(NamedTuple):
@@ -32,8 +42,11 @@ class CloneSimulation(NamedTuple):
     alt: np.ndarray  # (n_cells, n_variants) int64 ALT read counts
     labels: np.ndarray  # (n_cells,) int64 population: 0 healthy, 1..n_clones cancer clone
     is_cancer: np.ndarray  # (n_cells,) bool, labels > 0
-    clone_af: np.ndarray  # (n_clones + 1, n_variants) float64 true VAF per population (0 or 0.5)
-    variant_kind: np.ndarray  # (n_variants,) str: 'somatic' or 'germline'
+    clone_af: np.ndarray  # (n_clones + 1, n_variants) float64 true genotype VAF per population (0, 0.5 or 1)
+    variant_kind: np.ndarray  # (n_variants,) str: 'somatic', 'germline' or 'editing'
+    celltype: np.ndarray | None = None  # (n_cells,) str annotation (celltypes=True), else None
+    loh: np.ndarray | None = None  # (n_variants,) bool: germline sites that lost heterozygosity in cancer
+    redidb: np.ndarray | None = None  # (n_variants,) bool: editing sites listed in var['REDIdb']
 
     @property
     def coverage(self) -> np.ndarray:
@@ -45,9 +58,11 @@ class CloneSimulation(NamedTuple):
 
         ``X`` is the coverage REF+ALT and ``layers['REF']``, ``layers['ALT']`` the read counts (all
         int64 ``scipy.sparse.csr_matrix``); ``obs`` has ``clone`` (categorical label),
-        ``is_cancer``, ``celltype`` ('healthy' or 'cancer_<label>'); ``var`` has ``chr``, ``pos``,
-        ``ref``, ``mut``, ``dbSNP`` (True for germline variants), ``REDIdb`` (all False) and
-        ``kind`` ('somatic' or 'germline'); ``uns['clone_af']`` holds the true VAF matrix.
+        ``is_cancer``, ``celltype`` (the simulated annotation with ``celltypes=True``, else
+        'healthy' or 'cancer_<label>'); ``var`` has ``chr``, ``pos``, ``ref``, ``mut``, ``dbSNP``
+        (True for germline variants), ``REDIdb`` (the annotated RNA-editing sites), ``kind``
+        ('somatic', 'germline' or 'editing') and ``loh``; ``uns['clone_af']`` holds the true VAF
+        matrix.
         """
         import anndata as ad
         import pandas as pd
@@ -55,14 +70,16 @@ class CloneSimulation(NamedTuple):
 
         n_cells, n_variants = self.ref.shape
         n_pops = self.clone_af.shape[0]
+        if self.celltype is None:
+            celltype = pd.Categorical(np.where(self.is_cancer, np.char.add("cancer_", self.labels.astype(str)), "healthy"),
+                                      categories=["healthy"] + [f"cancer_{k}" for k in range(1, n_pops)])
+        else:
+            celltype = pd.Categorical(self.celltype, categories=[*HEALTHY_TYPES, *CANCER_TYPES])
         obs = pd.DataFrame(
             {
                 "clone": pd.Categorical(self.labels, categories=np.arange(n_pops)),
                 "is_cancer": self.is_cancer.astype(bool),
-                "celltype": pd.Categorical(
-                    np.where(self.is_cancer, np.char.add("cancer_", self.labels.astype(str)), "healthy"),
-                    categories=["healthy"] + [f"cancer_{k}" for k in range(1, n_pops)],
-                ),
+                "celltype": celltype,
             },
             index=pd.Index([f"cell_{i}" for i in range(n_cells)]),
         )
@@ -74,9 +91,10 @@ class CloneSimulation(NamedTuple):
                 "pos": np.arange(n_variants, dtype=np.int64),
                 "ref": pd.Categorical(_BASES[ref_base], categories=list("ACGT")),
                 "mut": pd.Categorical(_BASES[mut_base], categories=list("ACGT")),
-                "REDIdb": np.zeros(n_variants, dtype=bool),
+                "REDIdb": np.zeros(n_variants, dtype=bool) if self.redidb is None else self.redidb.astype(bool),
                 "dbSNP": self.variant_kind == "germline",
-                "kind": pd.Categorical(self.variant_kind, categories=["somatic", "germline"]),
+                "kind": pd.Categorical(self.variant_kind, categories=["somatic", "germline", "editing"]),
+                "loh": np.zeros(n_variants, dtype=bool) if self.loh is None else self.loh.astype(bool),
             },
             index=pd.Index([f"snv_{j}" for j in range(n_variants)]),
         )
@@ -112,6 +130,13 @@ def simulate_clones(
     allelic_dropout: float = 0.2,
     error_rate: float = 0.01,
     seed: int = 0,
+    celltypes: bool = False,
+    annotation_noise: float = 0.0,
+    celltype_coverage_sd: float = 0.0,
+    loh_fraction: float = 0.0,
+    n_editing: int = 0,
+    editing_level: float = 0.4,
+    editing_annotated: float = 1.0,
 ) -> CloneSimulation:
     """REF/ALT read counts of healthy cells and cancer clones at somatic and germline SNVs.
 
@@ -142,6 +167,25 @@ def simulate_clones(
     ``ε = error_rate``, so ``ALT_ij ~ Binomial(n_ij, a_eff (1 − ε) + (1 − a_eff) ε)`` and
     ``REF_ij = n_ij − ALT_ij``.
 
+    **Confounders of real data** (all off by default; drawn from a second generator seeded by
+    ``(seed, 1)``, so the default output does not change):
+
+    - ``celltypes=True``: an expression annotation ``celltype``: healthy cells are T / B / NK cells
+      or Monocytes (shares 0.5 / 0.2 / 0.1 / 0.2), cancer cells Immature or Early myeloid
+      (0.7 / 0.3); ``annotation_noise`` is the fraction of cells whose annotation is replaced by
+      a uniformly drawn other type (annotation is a proxy, not truth).
+    - ``celltype_coverage_sd``: coverage depends on the cell type, as expression does: the mean
+      of cell i at variant j is multiplied by ``m[type_i, j] ~ LogNormal(0, sd²)`` (then rescaled
+      to keep ``mean_coverage``), so some variants are seen mostly in some cell types.
+    - ``loh_fraction``: that share of the germline heterozygous sites lose heterozygosity in every
+      cancer clone (a trunk event): their cancer VAF is 0 or 1 (the lost allele drawn per site),
+      while healthy cells stay at 0.5 — real signal that a germline filter throws away.
+    - ``n_editing``: RNA-editing sites (A>G, part of ``n_variants``) whose ALT fraction depends on
+      the cell type, not the clone: ``editing_level`` in myeloid types (Monocytes, Immature, Early
+      myeloid), a tenth of it in lymphocytes (needs ``celltypes=True``); ``editing_annotated`` is
+      the share of them listed in ``var['REDIdb']`` (the rest look like somatic variants that
+      follow the cell type). Editing acts on transcripts, so there is no allelic dropout there.
+
     Returns a :class:`CloneSimulation` of NumPy arrays; ``.to_anndata()`` builds the AnnData.
     Deterministic given ``seed`` (``numpy.random.default_rng``).
     """
@@ -163,7 +207,22 @@ def simulate_clones(
     mean_coverage = check_nonnegative_float(mean_coverage, "mean_coverage")
     if mean_coverage == 0:
         raise ValueError("mean_coverage must be > 0 (reads per cell and variant); got 0")
-    n_somatic = n_variants - n_germline
+    annotation_noise = _check_fraction(annotation_noise, "annotation_noise")
+    celltype_coverage_sd = check_nonnegative_float(celltype_coverage_sd, "celltype_coverage_sd")
+    loh_fraction = _check_fraction(loh_fraction, "loh_fraction")
+    n_editing = check_positive_int(n_editing, "n_editing", minimum=0)
+    editing_level = _check_fraction(editing_level, "editing_level")
+    editing_annotated = _check_fraction(editing_annotated, "editing_annotated")
+    if not isinstance(celltypes, (bool, np.bool_)):
+        raise ValueError(f"celltypes must be True or False, got {celltypes!r}")
+    if not celltypes and (n_editing or celltype_coverage_sd or annotation_noise):
+        raise ValueError("n_editing, celltype_coverage_sd and annotation_noise act through cell types; set celltypes=True")
+    if n_germline + n_editing >= n_variants:
+        raise ValueError(
+            f"n_germline={n_germline} and n_editing={n_editing} leave no somatic variants out of n_variants={n_variants}; "
+            "raise n_variants"
+        )
+    n_somatic = n_variants - n_germline - n_editing
     n_trunk = int(round(trunk_fraction * n_somatic)) if n_clones > 1 else n_somatic
     n_private = n_somatic - n_trunk
     if n_clones > 1 and n_private < n_clones:
@@ -177,19 +236,42 @@ def simulate_clones(
     p = np.concatenate([[healthy_fraction], np.full(n_clones, (1.0 - healthy_fraction) / n_clones)])
     labels = rng.choice(n_clones + 1, size=n_cells, p=p / p.sum()).astype(np.int64)
 
-    # variant structure, before the column permutation: [trunk | private by clone | germline]
+    # variant structure, before the column permutation: [trunk | private by clone | germline | editing]
     af = np.zeros((n_clones + 1, n_variants))
     af[1:, :n_trunk] = 0.5
     af[1 + np.arange(n_private) % n_clones, n_trunk + np.arange(n_private)] = 0.5
-    af[:, n_somatic:] = 0.5
-    kind = np.array(["somatic"] * n_somatic + ["germline"] * n_germline)
+    af[:, n_somatic:n_somatic + n_germline] = 0.5
+    kind = np.array(["somatic"] * n_somatic + ["germline"] * n_germline + ["editing"] * n_editing)
     perm = rng.permutation(n_variants)
     af, kind = af[:, perm], kind[perm]
+
+    # confounders, from a second generator (the default stream above and below is unchanged)
+    extra = np.random.default_rng([seed, 1])
+    types = type_index = None
+    all_types = np.array([*HEALTHY_TYPES, *CANCER_TYPES])
+    if celltypes:
+        h = extra.choice(len(HEALTHY_TYPES), n_cells, p=HEALTHY_SHARES)
+        c = len(HEALTHY_TYPES) + extra.choice(len(CANCER_TYPES), n_cells, p=CANCER_SHARES)
+        type_index = np.where(labels > 0, c, h)
+    loh = np.zeros(n_variants, bool)
+    germ_cols = np.flatnonzero(kind == "germline")
+    n_loh = int(round(loh_fraction * germ_cols.size))
+    if n_loh:
+        loh[extra.choice(germ_cols, n_loh, replace=False)] = True
+        if n_clones:
+            af[1:, loh] = extra.integers(0, 2, n_loh).astype(np.float64)  # the lost allele, per site
+    edit_cols = np.flatnonzero(kind == "editing")
+    redidb = np.zeros(n_variants, bool)
+    if edit_cols.size:
+        redidb[edit_cols[extra.random(edit_cols.size) < editing_annotated]] = True
 
     # coverage: zero-inflated negative binomial
     size = rng.lognormal(0.0, CELL_SIZE_SD, n_cells)
     expr = rng.lognormal(0.0, VARIANT_EXPRESSION_SD, n_variants)
-    mu = (mean_coverage / (size.mean() * expr.mean())) * np.outer(size, expr)
+    mu = np.outer(size, expr)
+    if celltype_coverage_sd > 0:
+        mu = mu * extra.lognormal(0.0, celltype_coverage_sd, (all_types.size, n_variants))[type_index]
+    mu = (mean_coverage / mu.mean()) * mu if celltype_coverage_sd > 0 else (mean_coverage / (size.mean() * expr.mean())) * mu
     if coverage_dispersion > 0:
         lam = rng.gamma(1.0 / coverage_dispersion, coverage_dispersion * mu)
     else:
@@ -201,9 +283,16 @@ def simulate_clones(
     a = af[labels]
     drop = (a == 0.5) & (rng.random(a.shape) < allelic_dropout)
     a = np.where(drop, rng.integers(0, 2, a.shape).astype(np.float64), a)
+    if edit_cols.size:  # editing: a per-transcript ALT fraction that follows the cell type
+        level = np.where(np.isin(all_types[type_index], MYELOID_TYPES), editing_level, 0.1 * editing_level)
+        a[:, edit_cols] = level[:, None]
     p_alt = a * (1.0 - error_rate) + (1.0 - a) * error_rate
     alt = rng.binomial(cov, p_alt)
     ref = cov - alt
+    if celltypes:
+        noisy = extra.random(n_cells) < annotation_noise
+        other = (type_index + extra.integers(1, all_types.size, n_cells)) % all_types.size
+        types = all_types[np.where(noisy, other, type_index)]
     return CloneSimulation(
         ref=ref.astype(np.int64),
         alt=alt.astype(np.int64),
@@ -211,4 +300,7 @@ def simulate_clones(
         is_cancer=labels > 0,
         clone_af=af,
         variant_kind=kind,
+        celltype=types,
+        loh=loh,
+        redidb=redidb,
     )

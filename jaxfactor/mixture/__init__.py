@@ -1,9 +1,14 @@
-"""EM as alternating maximisation: Gaussian mixtures, binomial mixtures of allele counts, PPCA.
+"""EM as alternating maximisation: Gaussian mixtures, binomial mixtures of allele counts, the
+allele-count model with allelic dropout (exact MAP-EM), PPCA.
 
 Every model can split the cells (rows) of one large fit over a cell mesh (``mesh=jaxfactor.cell_mesh()``;
 the data then goes through ``cell_data``).
 """
 
+from ._allele_em import (
+    AlleleCounts, AlleleEMHparams, AlleleEMParams, allele_counts, allele_em, allele_em_hparams, allele_em_loglik,
+    allele_em_model, allele_em_posterior, allele_em_stats,
+)
 from ._binomial import (
     BinomialData, BinomialEMParams, BinomialMixtureHparams, BinomialMixtureResult, BinomialVBState, binomial_data,
     binomial_log_likelihood, binomial_log_posterior, binomial_mixture_em, binomial_mixture_em_model, binomial_mixture_vb,
@@ -24,6 +29,8 @@ from ._select import (
 )
 
 __all__ = [
+    "AlleleCounts", "AlleleEMHparams", "AlleleEMParams", "allele_counts", "allele_em", "allele_em_hparams",
+    "allele_em_loglik", "allele_em_model", "allele_em_posterior", "allele_em_stats",
     "BinomialData", "BinomialEMParams", "BinomialMixtureHparams", "BinomialMixtureResult", "BinomialVBState",
     "binomial_data", "binomial_log_likelihood", "binomial_log_posterior", "binomial_mixture_em",
     "binomial_mixture_em_model", "binomial_mixture_vb", "fit_binomial_mixture", "fit_binomial_mixture_anndata",

@@ -1,0 +1,240 @@
+"""The three clone models behind :func:`jaxfactor.clones.call`, each fitted for every candidate
+number of clones and scored, in one common shape (:class:`MethodFit`).
+
+- ``"allele"``: the allele-count model (NumPyro's :func:`jaxfactor.models.allele_model`: binomial
+  reads, allelic dropout, read errors) by exact MAP-EM (:func:`jaxfactor.mixture.allele_em`).
+  All candidates K and all restarts run as *one* compiled ``fit_many`` call (clones padded to the
+  largest K, ``hp.active`` says which are in use) for ``screen_iter`` iterations; the best start
+  of every K then runs to convergence (Biernacki, Celeux & Govaert 2003, "short runs of EM").
+  With ``site_dropout`` (default) every variant has its own allelic-dropout rate.
+  K is chosen by BIC, ``−2 log p(ALT | θ̂) + p log n`` with p = K·J + (K − 1) + J + 1 free
+  parameters (K·J + K + 1 with one dropout rate) and n the cells with reads (Schwarz 1978). Credible intervals of the clone AFs: Beta posteriors
+  of the E-step's expected allele units, ``Beta(a_f + S¹_kj, b_f + S⁰_kj)``.
+- ``"binomial"``: the binomial mixture by mean-field VB (vireoSNP's ``BinomMixtureVB``,
+  :func:`jaxfactor.mixture.fit_binomial_mixture`), ``n_init`` restarts per K, K by the ELBO as in
+  vireoSNP (or BIC); intervals from the Beta posteriors of q(θ).
+- ``"cclone"``: CCLONE (:mod:`jaxfactor.cclone`): its variant/cell filter, bootstrapped box-
+  constrained weighted NMF per K, K by the orthogonality score (CCLONE's rule). Cells the filter
+  dropped get their loadings by the exact per-cell solve against the fitted V (what
+  ``jaxfactor predict`` does for a CCLONE run). The membership is C itself; intervals are
+  V ± 1.645 · V's bootstrap standard deviation, clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+CI_LEVEL = 0.9
+_Z90 = 1.6448536269514722
+
+
+@dataclass
+class MethodFit:
+    membership: np.ndarray  # (cells, K): posterior probabilities, or CCLONE's C
+    af: np.ndarray  # (variants, K)
+    af_lower: np.ndarray
+    af_upper: np.ndarray
+    table: object  # pandas DataFrame, one row per candidate K, column 'chosen'
+    criterion: str
+    details: dict = field(default_factory=dict)
+    variants: np.ndarray | None = None  # indices of the variants used (None: all given)
+    cells_fitted: np.ndarray | None = None  # bool per cell: fitted (False: assigned afterwards)
+
+    @property
+    def n_clones(self) -> int:
+        return int(self.membership.shape[1])
+
+
+def _choose(rows, score, better):
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    values = table[score].to_numpy(np.float64)
+    pick = int(np.nanargmin(values) if better == "min" else np.nanargmax(values))
+    table["chosen"] = np.arange(len(table)) == pick
+    return table, pick
+
+
+def _order_by_size(prob):
+    """Clone order: largest first (so labels do not depend on which start won)."""
+    return np.argsort(-prob.sum(axis=0), kind="stable")
+
+
+# ----------------------------------------------------------------------------------------------
+# allele model, MAP-EM
+# ----------------------------------------------------------------------------------------------
+
+@partial(jax.jit, static_argnames=())
+def _posterior(params, data, hp):
+    from ..mixture._allele_em import allele_em_posterior, allele_em_stats
+
+    r, ll = allele_em_posterior(params, data, hp)
+    s1, s0 = allele_em_stats(params, data, hp)
+    return r, ll, s1, s0
+
+
+def fit_allele(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: float, screen_iter: int = 30,
+               site_dropout: bool = True, criterion: str = "bic", log=None) -> MethodFit:
+    """MAP-EM of the allele model for every K in ``ks``; see the module docstring."""
+    from scipy import stats
+
+    from .. import fit, fit_many
+    from ..mixture._allele_em import AlleleEMHparams, allele_counts, allele_em, allele_em_hparams
+
+    t0 = time.perf_counter()
+    data = allele_counts(alt, depth)
+    n_cells = int(np.count_nonzero(np.asarray((depth > 0).sum(axis=1)).ravel()))
+    J = alt.shape[1]
+    kmax = max(ks)
+    alg = allele_em(kmax, bool(site_dropout))
+    hps = [allele_em_hparams(kmax, k) for k in ks]
+    grid = jax.tree_util.tree_map(lambda *x: jnp.stack([jnp.asarray(v) for v in x]), *hps)
+    keys = jax.random.split(jax.random.PRNGKey(seed), n_init)
+    screen = fit_many(alg, data, grid, keys, max_iter=screen_iter, tol=0.0, chunk_size=min(10, screen_iter))
+    screen_obj = np.asarray(screen.objective, np.float64)
+    t_screen = time.perf_counter() - t0
+    if log:
+        log(f"  {len(ks)} candidate K x {n_init} starts screened in one compiled call ({screen_iter} EM iterations each, "
+            f"{t_screen:.1f} s)")
+    rows, fits = [], []
+    for g, k in enumerate(ks):
+        t1 = time.perf_counter()
+        start = jax.tree_util.tree_map(lambda x: x[g], screen.best.state)
+        res = fit(alg, data, hps[g], keys[0], state0=start, max_iter=max_iter, tol=tol, chunk_size=10)
+        r, ll, s1, s0 = _posterior(res.state, data, hps[g])
+        ll = float(ll)
+        n_par = k * J + (k - 1) + (J if site_dropout else 1) + 1
+        row = {"n_clones": int(k), "log_likelihood": ll, "n_parameters": n_par, "bic": -2 * ll + n_par * np.log(max(n_cells, 1)),
+               "aic": -2 * ll + 2 * n_par, "log_posterior": -float(res.trace[-1]), "n_iter": screen_iter + int(res.n_iter),
+               "converged": bool(res.converged),
+               "restart_spread": float(np.max(screen_obj[g]) - np.min(screen_obj[g])),
+               "seconds": time.perf_counter() - t1}
+        rows.append(row)
+        fits.append((res.state, r, s1, s0))
+        if log:
+            log(f"  K={k}: log-likelihood {ll:.1f}, BIC {row['bic']:.1f}, {row['n_iter']} EM iterations"
+                f"{'' if row['converged'] else ' (max_iter reached)'}, {row['seconds']:.2f} s")
+    if criterion not in ("bic", "aic"):
+        raise ValueError(f"criterion {criterion!r} is not available for method 'allele'; use 'bic' or 'aic'")
+    table, pick = _choose(rows, criterion, "min")
+    state, r, s1, s0 = fits[pick]
+    k = ks[pick]
+    r = np.asarray(r, np.float64)[:, :k]
+    order = _order_by_size(r)
+    hp = hps[pick]
+    a1 = np.asarray(s1, np.float64)[:k][order].T + float(hp.af_a)  # (J, K)
+    a0 = np.asarray(s0, np.float64)[:k][order].T + float(hp.af_b)
+    post = stats.beta(a1, a0)
+    af = np.clip(np.asarray(state.af, np.float64)[:k][order].T, 0.0, 1.0)
+    weights = np.asarray(state.weights, np.float64)[:k][order]
+    dropout = np.asarray(state.dropout, np.float64)
+    details = {"dropout": float(np.median(dropout)), "dropout_per_variant": np.broadcast_to(dropout, (J,)).copy(),
+               "error": float(state.error), "weights": weights,
+               "screen_seconds": t_screen, "n_init": int(n_init), "screen_iter": int(screen_iter),
+               "n_cells_with_reads": n_cells}
+    return MethodFit(r[:, order], af, post.ppf((1 - CI_LEVEL) / 2), post.ppf(1 - (1 - CI_LEVEL) / 2), table, criterion,
+                     details)
+
+
+# ----------------------------------------------------------------------------------------------
+# binomial mixture, VB (vireoSNP's model)
+# ----------------------------------------------------------------------------------------------
+
+def fit_binomial(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: float, criterion: str = "elbo",
+                 log=None) -> MethodFit:
+    import warnings
+
+    from scipy import stats
+
+    from ..mixture import fit_binomial_mixture
+
+    if criterion not in ("elbo", "bic"):
+        raise ValueError(f"criterion {criterion!r} is not available for method 'binomial'; use 'elbo' or 'bic'")
+    n_cells = int(np.count_nonzero(np.asarray((depth > 0).sum(axis=1)).ravel()))
+    J = alt.shape[1]
+    rows, fits = [], []
+    for k in ks:
+        t1 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # collapsed clones are reported in the table
+            res = fit_binomial_mixture(alt, depth, int(k), method="vb", n_init=n_init, seed=seed, max_iter=max_iter, tol=tol)
+        n_par = k * J
+        rows.append({"n_clones": int(k), "elbo": res.elbo, "log_likelihood": res.log_likelihood, "n_parameters": n_par,
+                     "bic": -2 * res.log_likelihood + n_par * np.log(max(n_cells, 1)), "n_iter": res.n_iter,
+                     "converged": res.converged, "collapsed": len(res.collapsed),
+                     "restart_spread": float(np.ptp(res.restart_scores)), "seconds": time.perf_counter() - t1})
+        fits.append(res)
+        if log:
+            log(f"  K={k}: ELBO {res.elbo:.1f}, log-likelihood {res.log_likelihood:.1f}, {res.n_iter} iterations, "
+                f"{rows[-1]['seconds']:.2f} s")
+    table, pick = _choose(rows, criterion, "max" if criterion == "elbo" else "min")
+    res = fits[pick]
+    order = _order_by_size(res.clone_prob)
+    post = stats.beta(res.af_alpha[:, order], res.af_beta[:, order])
+    return MethodFit(res.clone_prob[:, order], res.clone_af[:, order], post.ppf((1 - CI_LEVEL) / 2),
+                     post.ppf(1 - (1 - CI_LEVEL) / 2), table, criterion,
+                     {"weights": res.weights[order], "n_init": int(n_init)})
+
+
+# ----------------------------------------------------------------------------------------------
+# CCLONE
+# ----------------------------------------------------------------------------------------------
+
+def fit_cclone(adata, ks, *, seed: int, criterion: str = "orth_score", n_bootstrap: int = 50, min_maf: float = 5,
+               filter_germline: bool = True, min_cell_coverage: float = 10, min_allele_reads: int = 2,
+               n_init: int = 10, init: str = "consensus", log=None) -> MethodFit:
+    """CCLONE on ``adata`` (REF/ALT layers; all cells) for every k in ``ks``; see the module docstring."""
+    from .. import cclone
+    from ..data import filter_variants
+    from ..runner._predict import cclone_assign
+
+    if criterion not in ("orth_score", "stability"):
+        raise ValueError(f"criterion {criterion!r} is not available for method 'cclone'; use 'orth_score' or 'stability'")
+    filtered = filter_variants(adata, min_maf=min_maf, filter_germline=filter_germline, min_cell_coverage=min_cell_coverage)
+    ks = [k for k in ks if k < filtered.n_vars and k <= filtered.n_obs]
+    if not ks:
+        raise ValueError(f"CCLONE's filter left {filtered.n_vars} variants and {filtered.n_obs} cells: too few for any "
+                         "candidate number of clones; lower min_maf / min_cell_coverage or use method='allele'")
+    rows, fits = [], []
+    for k in ks:
+        t1 = time.perf_counter()
+        res = cclone.fit(filtered, k, n_bootstrap=n_bootstrap, seed=seed, min_allele_reads=min_allele_reads,
+                         n_init=n_init, init=init)
+        u = res.uns["cclone"]
+        rows.append({"n_clones": int(k), "orth_score": float(res.uns["orth_score"]), "stability": float(u["stability"]),
+                     "loss": float(u["loss"]), "seconds": time.perf_counter() - t1})
+        fits.append(res)
+        if log:
+            log(f"  k={k}: orth_score {rows[-1]['orth_score']:.3f}, stability {rows[-1]['stability']:.3f}, "
+                f"{rows[-1]['seconds']:.2f} s")
+    table, pick = _choose(rows, criterion, "max")
+    res = fits[pick]
+    V = np.asarray(res.varm["V"], np.float64)
+    V_std = np.nan_to_num(np.asarray(res.varm["V_std"], np.float64), nan=0.0)
+    fitted = np.isin(adata.obs_names, res.obs_names)
+    C = np.zeros((adata.n_obs, V.shape[1]))
+    C[fitted] = np.asarray(res.obsm["C"], np.float64)
+    if (~fitted).any():  # cells CCLONE's filter dropped: exact per-cell solve against V
+        from ..data import check_allele_counts
+
+        sub = adata[~fitted][:, res.var_names]
+        ref, alt = check_allele_counts(sub)
+        dense = lambda x: jnp.asarray(x.toarray() if sp.issparse(x) else np.asarray(x), jnp.float32)
+        out = cclone_assign(jnp.asarray(V, jnp.float32), 0.0, dense(ref), dense(alt), mode="smartseq",
+                            min_allele_reads=min_allele_reads)
+        C[~fitted] = np.asarray(out["C"], np.float64)
+    order = np.argsort(-np.bincount(C.argmax(axis=1), minlength=C.shape[1]), kind="stable")
+    variants = np.flatnonzero(np.isin(adata.var_names, res.var_names))
+    lo, hi = np.clip(V - _Z90 * V_std, 0, 1), np.clip(V + _Z90 * V_std, 0, 1)
+    return MethodFit(C[:, order], V[:, order], lo[:, order], hi[:, order], table, criterion,
+                     {"n_bootstrap": int(n_bootstrap), "min_maf": float(min_maf), "filter_germline": bool(filter_germline),
+                      "min_cell_coverage": float(min_cell_coverage), "min_allele_reads": int(min_allele_reads),
+                      "init": init, "n_init": int(n_init), "n_cells_fitted": int(fitted.sum())},
+                     variants=variants, cells_fitted=fitted)
