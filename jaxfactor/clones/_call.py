@@ -28,15 +28,15 @@ import scipy.sparse as sp
 
 METHODS = ("allele", "binomial", "cclone")
 DEFAULT_CANDIDATES = (2, 3, 4, 5, 6)
-CRITERIA = {"allele": ("bic", "aic"), "binomial": ("elbo", "bic"), "cclone": ("orth_score", "stability")}
+CRITERIA = {"allele": ("evidence", "bic", "aic"), "binomial": ("elbo", "bic"), "cclone": ("orth_score", "stability")}
 #: method-specific settings accepted by ``call(..., **options)`` and their defaults
 OPTIONS = {
-    "allele": {"screen_iter": 30, "site_dropout": True},
+    "allele": {"screen_iter": 30, "screen_cells": 5000, "site_dropout": True},
     "binomial": {},
     "cclone": {"n_bootstrap": 50, "min_maf": 5.0, "filter_germline": True, "min_cell_coverage": 10.0,
                "min_allele_reads": 2, "init": "consensus"},
 }
-DEFAULT_N_INIT = {"allele": 10, "binomial": 10, "cclone": 10}
+DEFAULT_N_INIT = {"allele": 20, "binomial": 10, "cclone": 10}
 
 
 def _layers(adata):
@@ -123,7 +123,7 @@ def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), metho
         ``"binomial"`` (the binomial mixture, VB as vireoSNP) or ``"cclone"`` (CCLONE).
       n_clones: ``"auto"`` (choose among 2–6), an integer, or a list of candidates.
         (``n_components`` is accepted as a synonym.)
-      n_init: random starts per candidate (default 10).
+      n_init: random starts per candidate (default 20 for the allele model, 10 otherwise).
       max_iter, tol: iterations per fit and the relative change (per 10 iterations) that stops it.
       seed: seed of the random starts (and CCLONE's bootstraps).
       criterion: how K is chosen: allele ``"bic"`` (default) / ``"aic"``; binomial ``"elbo"``

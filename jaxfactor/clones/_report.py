@@ -9,7 +9,7 @@ import numpy as np
 METHOD_NAMES = {"allele": "allele-count model with allelic dropout, MAP-EM",
                 "binomial": "binomial mixture, variational Bayes (vireoSNP's model)",
                 "cclone": "CCLONE, bootstrapped weighted NMF"}
-CRITERION_NAMES = {"bic": "BIC (lower is better)", "aic": "AIC (lower is better)", "elbo": "ELBO (higher is better)",
+CRITERION_NAMES = {"evidence": "approximate log evidence (higher is better)", "bic": "BIC (lower is better)", "aic": "AIC (lower is better)", "elbo": "ELBO (higher is better)",
                    "orth_score": "orthogonality score (higher is better)", "stability": "bootstrap stability (higher is better)"}
 EMBEDDINGS = ("X_umap", "umap", "X_tsne", "tsne", "X_pca")
 

@@ -6,7 +6,7 @@ the data then goes through ``cell_data``).
 """
 
 from ._allele_em import (
-    AlleleCounts, AlleleEMHparams, AlleleEMParams, allele_counts, allele_em, allele_em_hparams, allele_em_loglik,
+    AlleleCounts, AlleleEMHparams, AlleleEMParams, allele_counts, allele_em, allele_em_evidence, allele_em_hparams, allele_em_loglik,
     allele_em_model, allele_em_posterior, allele_em_stats,
 )
 from ._binomial import (
@@ -30,7 +30,7 @@ from ._select import (
 
 __all__ = [
     "AlleleCounts", "AlleleEMHparams", "AlleleEMParams", "allele_counts", "allele_em", "allele_em_hparams",
-    "allele_em_loglik", "allele_em_model", "allele_em_posterior", "allele_em_stats",
+    "allele_em_evidence", "allele_em_loglik", "allele_em_model", "allele_em_posterior", "allele_em_stats",
     "BinomialData", "BinomialEMParams", "BinomialMixtureHparams", "BinomialMixtureResult", "BinomialVBState",
     "binomial_data", "binomial_log_likelihood", "binomial_log_posterior", "binomial_mixture_em",
     "binomial_mixture_em_model", "binomial_mixture_vb", "fit_binomial_mixture", "fit_binomial_mixture_anndata",

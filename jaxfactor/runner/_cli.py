@@ -3,6 +3,7 @@
     jaxfactor run CONFIG.toml [--set section.key=value ...] [--out DIR] [--force] [--device D]
                   [--coordinator HOST:PORT --num-processes N --process-id I | --distributed]
     jaxfactor predict RUN_DIR DATA.h5ad --out OUT.h5ad [--batch-size B] [--device D]
+    jaxfactor clones CELLSNP_DIR_OR_H5AD [--celltypes FILE.csv --celltype-key COL --healthy ... --cancer ...] --out OUT
     jaxfactor models
 
 Errors in the config or the data print one line on stderr and exit with status 2.
@@ -42,6 +43,26 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", choices=("auto", "cpu", "gpu", "tpu"), default="auto")
     pr.add_argument("--force", action="store_true", help="replace an existing output file")
     pr.add_argument("--x64", action="store_true", help="compute in float64")
+    c = sub.add_parser("clones", help="call every cell cancer / healthy and its clone from REF/ALT counts",
+                       description="Call every cell cancer / healthy (and its clone) with a posterior, from a cellSNP-lite "
+                                   "folder or an .h5ad with layers REF and ALT, and a cell-type annotation.")
+    c.add_argument("input", nargs="?", help="cellSNP-lite output folder, or .h5ad (cells x variants, layers REF and ALT)")
+    c.add_argument("--demo", action="store_true", help="run on the embedded simulation and score the calls against its truth")
+    c.add_argument("--celltypes", default=None, metavar="FILE.csv",
+                   help="table of cell types: barcodes in the first column (CSV, or TSV by suffix)")
+    c.add_argument("--celltype-key", default=None, metavar="COL", help="cell-type column (of --celltypes, or of the .h5ad's obs)")
+    c.add_argument("--healthy", default=None, metavar="TYPES", help='comma-separated healthy types, e.g. "T cells,B cells,NK cells"')
+    c.add_argument("--cancer", default=None, metavar="TYPES", help='comma-separated cancer types, e.g. "Immature,Early myeloid"')
+    c.add_argument("--n-clones", default="auto", metavar="K", help="'auto' (choose among 2-6), K, or a list such as 2,3,4")
+    c.add_argument("--method", default="allele", choices=("allele", "binomial", "cclone"),
+                   help="allele: allele-count model with dropout (default); binomial: vireoSNP's mixture; cclone: CCLONE")
+    c.add_argument("--n-init", type=int, default=None, metavar="N", help="random starts per candidate K (default 10)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--threshold", type=float, default=0.3, help="cancer when P(cancer) - P(healthy) > T (default 0.3)")
+    c.add_argument("--out", required=True, help="output folder (result.h5ad, calls.csv, tables, clones.png, summary.txt)")
+    c.add_argument("--force", action="store_true", help="replace an existing output folder")
+    c.add_argument("--no-figures", action="store_true", help="skip clones.png")
+    c.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     sub.add_parser("models", help="list the models and their config keys")
     return p
 
@@ -76,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: static {', '.join(spec.static)}{hp}; data simulators {', '.join(spec.simulators)}")
         return 0
     try:
+        if args.command == "clones":
+            from ._clones import clones_command
+
+            return clones_command(args, lambda m: print(m, file=sys.stderr, flush=True))
         if args.command == "predict":
             from ._predict import predict
 

@@ -152,8 +152,16 @@ def _zinbwave_spec() -> ModelSpec:
                      fit_keys=("max_iter", "tol", "seed"), sweepable=("n_components",), pipeline=ZINBWaveTask())
 
 
+def _clones_spec() -> ModelSpec:
+    from ._clones import CLONES_FIELDS, ClonesTask
+    from ..data import simulate_clones
+
+    return ModelSpec(name="clones", static=CLONES_FIELDS, hparams={}, simulators={"clones": simulate_clones},
+                     fit_keys=("seed",), sweepable=("method",), pipeline=ClonesTask())
+
+
 MODELS: dict[str, ModelSpec] = {"nmf": NMF, "cclone": _cclone_spec(), **_mixture_specs(), "allele_model": _allele_spec(),
-                                "vae": _vae_spec(), "zinbwave": _zinbwave_spec()}
+                                "vae": _vae_spec(), "zinbwave": _zinbwave_spec(), "clones": _clones_spec()}
 
 
 def get_model(name: Any) -> ModelSpec:

@@ -19,6 +19,10 @@ class ConfigError(ValueError):
     """A problem in a run config; the message names the key and the fix."""
 
 
+class INT_OR_AUTO:
+    """Field type: an integer >= 1 or the string "auto"."""
+
+
 @dataclass(frozen=True)
 class Field:
     type: type
@@ -27,7 +31,8 @@ class Field:
     help: str = ""
 
 
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list of strings"}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list of strings",
+               INT_OR_AUTO: "an integer >= 1 or \"auto\""}
 
 
 def check_value(where: str, value: Any, field: Field) -> Any:
@@ -39,6 +44,7 @@ def check_value(where: str, value: Any, field: Field) -> Any:
         or (t is float and isinstance(value, (int, float)) and not isinstance(value, bool))
         or (t is str and isinstance(value, str))
         or (t is list and isinstance(value, list) and all(isinstance(v, str) for v in value))
+        or (t is INT_OR_AUTO and (value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)))
     )
     if not ok:
         raise ConfigError(f"{where} must be {_TYPE_NAMES[t]}, got {value!r} ({type(value).__name__})")
