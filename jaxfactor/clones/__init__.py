@@ -6,9 +6,9 @@ or CCLONE on request), chooses the number of clones, labels the clones from a ce
 and calls every cell; ``summary`` and ``plot`` report it. The command line is ``jaxfactor clones``.
 """
 
-from ._annotate import Annotation, annotate, check_annotation
+from ._annotate import Annotation, AnnotationWarning, annotate, check_annotation
 from ._call import CRITERIA, DEFAULT_CANDIDATES, METHODS, OPTIONS, call, prefilter
 from ._report import plot, summary
 
-__all__ = ["Annotation", "CRITERIA", "DEFAULT_CANDIDATES", "METHODS", "OPTIONS", "annotate", "call",
+__all__ = ["Annotation", "AnnotationWarning", "CRITERIA", "DEFAULT_CANDIDATES", "METHODS", "OPTIONS", "annotate", "call",
            "check_annotation", "plot", "prefilter", "summary"]

@@ -17,7 +17,7 @@ annotated cell (or s_k = 0.5). Validation flags a clone as **mixed** when
 rests on fewer than ``min_annotated`` annotated cells.
 
 **Cells.** ``cancer_prob_i = Σ_{k cancer} P_ik / Σ_k P_ik`` (for posteriors: the probability that
-the cell belongs to a cancer clone); the score ``s_i = Σ_{k cancer} P_ik − Σ_{k healthy} P_ik``
+the cell belongs to a cancer clone; 0.5 for a CCLONE cell whose loadings are all 0); the score ``s_i = Σ_{k cancer} P_ik − Σ_{k healthy} P_ik``
 calls the cell ``cancer`` if s_i > ``threshold``, ``healthy`` if s_i < −``threshold``, else
 ``undetermined`` — CCLONE's confidence rule (threshold 0.3). With posteriors and every clone
 labelled, s_i = 2 cancer_prob_i − 1, i.e. cancer above cancer_prob 0.65 and healthy below 0.35.
@@ -32,6 +32,11 @@ import numpy as np
 
 LABELS = ("cancer", "healthy", "undetermined")
 CALLS = ("cancer", "healthy", "undetermined")
+
+
+class AnnotationWarning(UserWarning):
+    """Validation failed: a clone (factor) holds both healthy and cancer cell types, or its label
+    rests on too few annotated cells."""
 
 
 @dataclass
@@ -99,10 +104,11 @@ def annotate(membership, celltypes, healthy, cancer, *, covered=None, threshold:
     mixed = (denom > 0) & (share > mixed_fraction) & (share < 1 - mixed_fraction)
     weak = (labels != "undetermined") & (n_h + n_c < min_annotated)
 
-    total = np.maximum(P.sum(axis=1), np.finfo(np.float64).tiny)
+    total = P.sum(axis=1)
     cancer_mass = P[:, labels == "cancer"].sum(axis=1)
     healthy_mass = P[:, labels == "healthy"].sum(axis=1)
-    cancer_prob = cancer_mass / total
+    # a cell with no membership at all (CCLONE's C ≈ 0) has no evidence either way: 0.5
+    cancer_prob = np.where(total > 1e-9, cancer_mass / np.maximum(total, 1e-9), 0.5)
     score = cancer_mass - healthy_mass
     call = np.where(score > threshold, "cancer", np.where(score < -threshold, "healthy", "undetermined"))
     if covered is not None:

@@ -261,6 +261,12 @@ def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), metho
         out.obs["cancer_call"] = pd.Categorical(ann.call, categories=["cancer", "healthy", "undetermined"])
         uns["annotation"] = ann.table
         validation = {"passed": ann.passed, "messages": ann.messages}
+        if ann.messages:
+            import warnings
+
+            from ._annotate import AnnotationWarning
+
+            warnings.warn("clone annotation: " + "; ".join(ann.messages), AnnotationWarning, stacklevel=2)
     elif types is not None:
         uns["annotation"] = annotate(P, types, [], [], min_annotated=0).table
     uns["validation"] = {"passed": bool(validation["passed"]), "messages": np.asarray(validation["messages"], dtype=object).astype(str)}

@@ -162,7 +162,8 @@ def _cell_panel(ax, fig, out, u):
     key, xy = _embedding(out)
     has_calls = "cancer_prob" in out.obs
     if has_calls:
-        value, cmap, label = out.obs["cancer_prob"].to_numpy(), "coolwarm", "P(cancer clone)"
+        name = "cancer share of C" if u["method"] == "cclone" else "P(cancer clone)"
+        value, cmap, label = out.obs["cancer_prob"].to_numpy(), "coolwarm", name
     else:
         value, cmap, label = out.obs["clone"].cat.codes.to_numpy(), "tab10", "clone"
     if xy is not None:
@@ -193,12 +194,13 @@ def _cell_panel(ax, fig, out, u):
         sel = calls == name
         ax.scatter(x[sel], value[order][sel], s=3, color=colour, label=f"{name} ({sel.sum()})", rasterized=True)
     thr = u["settings"]["threshold"]
-    for y in ((1 + thr) / 2, (1 - thr) / 2):
-        ax.axhline(y, color="0.3", lw=0.6, ls="--")
+    if u["method"] != "cclone":  # posteriors: the call is a threshold on cancer_prob itself
+        for y in ((1 + thr) / 2, (1 - thr) / 2):
+            ax.axhline(y, color="0.3", lw=0.6, ls="--")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("cells, sorted by P(cancer clone)")
-    ax.set_ylabel("P(cancer clone)")
-    ax.set_title("cancer probability per cell (dashed: call thresholds)", fontsize=10)
+    ax.set_xlabel(f"cells, sorted by {label}")
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} per cell" + (" (dashed: call thresholds)" if u["method"] != "cclone" else ""), fontsize=10)
     ax.legend(fontsize=7, markerscale=3, loc="upper left")
 
 
