@@ -31,7 +31,7 @@ DEFAULT_CANDIDATES = (2, 3, 4, 5, 6)
 CRITERIA = {"allele": ("evidence", "bic", "aic"), "binomial": ("elbo", "bic"), "cclone": ("orth_score", "stability")}
 #: method-specific settings accepted by ``call(..., **options)`` and their defaults
 OPTIONS = {
-    "allele": {"screen_iter": 30, "screen_cells": 5000, "site_dropout": True},
+    "allele": {"screen_iter": 30, "screen_cells": 2000, "site_dropout": True},
     "binomial": {},
     "cclone": {"n_bootstrap": 50, "min_maf": 5.0, "filter_germline": True, "min_cell_coverage": 10.0,
                "min_allele_reads": 2, "init": "consensus"},

@@ -95,17 +95,18 @@ def _posterior(params, data, hp):
 
 
 def fit_allele(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: float, screen_iter: int = 30,
-               screen_cells: int = 5000, site_dropout: bool = True, criterion: str = "bic", log=None) -> MethodFit:
+               screen_cells: int = 2000, site_dropout: bool = True, criterion: str = "bic", log=None) -> MethodFit:
     """MAP-EM of the allele model for every K in ``ks``; see the module docstring.
 
     Screening (successive halving): each of the ``n_init`` starts of every K runs ``screen_iter``
     EM iterations on at most ``screen_cells`` cells (a random subset of the cells with reads when
     there are more; the parameters carry over to all cells since none of them is per cell), the
     best quarter of them (at least 2) runs ``2 * screen_iter`` more, and the best of those then
-    runs on all cells to convergence. (Measured on the real patients: 10-20 % of random starts end
-    in the best basin, and the short-run ranking puts them first.) One compiled programme serves every K and
-    start (fits run one after another: batching them with ``vmap`` turns the entry gathers into
-    slower batched gathers, 3x per fit at 20 000 cells)."""
+    runs to convergence (on the subsample first, when there is one, then on all cells) by
+    SQUAREM-accelerated EM (``allele_em(..., accelerate=True)``, still monotone). Measured on the
+    real patients: 10-20 % of random starts end in the best basin, and the short-run ranking puts
+    them first. One compiled programme serves every K and start; fits run one after another
+    (batching them with ``vmap`` turns the entry gathers into batched gathers, slower per fit)."""
     from .. import fit
     from ..mixture._allele_em import allele_counts, allele_em, allele_em_hparams
 
@@ -123,19 +124,26 @@ def fit_allele(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: fl
     J = alt.shape[1]
     kmax = max(ks)
     alg = allele_em(kmax, bool(site_dropout))
+    fast = allele_em(kmax, bool(site_dropout), True)  # SQUAREM steps for the runs to convergence
     hps = [allele_em_hparams(kmax, k) for k in ks]
     keys = jax.random.split(jax.random.PRNGKey(seed), n_init)
     screen_obj = np.zeros((len(ks), n_init))
     starts = []
-    kw = dict(tol=0.0, chunk_size=10)
+    init = jax.jit(alg.init)
+    # one compiled programme for every screening run: screen_iter iterations from a given state
+    short = lambda hp, state: fit(alg, screen_data, hp, keys[0], state0=state, max_iter=screen_iter, tol=0.0,  # noqa: E731
+                                  chunk_size=screen_iter)
     for g in range(len(ks)):
         # successive halving: every start runs screen_iter iterations, the best quarter (>= 2) runs
-        # 2 * screen_iter more, and the best of those continues on all cells
-        runs = [fit(alg, screen_data, hps[g], keys[s], max_iter=screen_iter, **kw) for s in range(n_init)]
+        # 2 * screen_iter more, and the best of those continues
+        runs = [short(hps[g], init(keys[s], screen_data, hps[g])) for s in range(n_init)]
         screen_obj[g] = [float(r.trace[-1]) for r in runs]
         keep = np.argsort(screen_obj[g])[:max(2, -(-n_init // 4))] if n_init > 1 else [0]
-        second = [fit(alg, screen_data, hps[g], keys[s], state0=runs[s].state, max_iter=2 * screen_iter, **kw) for s in keep]
-        starts.append(second[int(np.argmin([float(r.trace[-1]) for r in second]))].state)
+        second = [short(hps[g], short(hps[g], runs[s].state).state) for s in keep]
+        best = second[int(np.argmin([float(r.trace[-1]) for r in second]))].state
+        if screen_data is not data:  # converge on the subsample first: all cells then need few iterations
+            best = fit(fast, screen_data, hps[g], keys[0], state0=best, max_iter=max_iter, tol=tol, chunk_size=10).state
+        starts.append(best)
     t_screen = time.perf_counter() - t0
     if log:
         where = f"a random {screen_cells} of the cells" if screen_data is not data else "all cells"
@@ -144,12 +152,12 @@ def fit_allele(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: fl
     rows, fits = [], []
     for g, k in enumerate(ks):
         t1 = time.perf_counter()
-        res = fit(alg, data, hps[g], keys[0], state0=starts[g], max_iter=max_iter, tol=tol, chunk_size=10)
+        res = fit(fast, data, hps[g], keys[0], state0=starts[g], max_iter=max_iter, tol=tol, chunk_size=10)
         r, ll, s1, s0, evidence = _posterior(res.state, data, hps[g])
         ll = float(ll)
         n_par = k * J + (k - 1) + (J if site_dropout else 1) + 1
         row = {"n_clones": int(k), "log_likelihood": ll, "n_parameters": n_par, "bic": -2 * ll + n_par * np.log(max(n_cells, 1)),
-               "aic": -2 * ll + 2 * n_par, "evidence": float(evidence), "log_posterior": -float(res.trace[-1]), "n_iter": screen_iter + int(res.n_iter),
+               "aic": -2 * ll + 2 * n_par, "evidence": float(evidence), "log_posterior": -float(res.trace[-1]), "n_iter": 3 * screen_iter + 3 * int(res.n_iter),
                "converged": bool(res.converged), "restart_spread": float(np.ptp(screen_obj[g])),
                "seconds": time.perf_counter() - t1}
         rows.append(row)
