@@ -139,6 +139,9 @@ def test_call_outputs_and_accuracy(sim, called):
     cancer_clones = np.flatnonzero(ann["label"].to_numpy() == "cancer")
     np.testing.assert_allclose(out.obs["cancer_prob"], out.obsm["clone_prob"][:, cancer_clones].sum(axis=1), atol=1e-5)
     assert "clones: 3" in u["summary"] and "validation: passed" in u["summary"]
+    # the input's own obs['clone'] (here the simulated truth) is kept beside ours, and said so
+    np.testing.assert_array_equal(out.obs["clone_input"].to_numpy(), ad.obs["clone"].to_numpy())
+    assert "clone -> clone_input" in u["summary"]
 
 
 def test_input_is_untouched_and_other_methods_share_the_layout(sim, called):

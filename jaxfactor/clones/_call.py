@@ -135,13 +135,13 @@ def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), metho
         annotated cells decide its label; either fails validation (a warning and a flag).
       drop_rna_editing, drop_germline, min_cells: the variant filter of the count models.
       log: a callable receiving progress lines (e.g. ``print``); None is silent.
-      options: method-specific settings (``OPTIONS``): allele ``screen_iter``; cclone
-        ``n_bootstrap``, ``min_maf``, ``filter_germline``, ``min_cell_coverage``,
-        ``min_allele_reads``, ``init``.
+      options: method-specific settings (``OPTIONS``): allele ``screen_iter`` (30),
+        ``screen_cells`` (2000), ``site_dropout`` (True); cclone ``n_bootstrap``, ``min_maf``,
+        ``filter_germline``, ``min_cell_coverage``, ``min_allele_reads``, ``init``.
 
     Returns a new AnnData (all cells; the variants used) with obs ``clone`` (most probable, a
     category), ``clone_prob_max``, ``n_variants_covered`` and, with an annotation, ``cancer_prob``,
-    ``cancer_call``; obsm ``clone_prob`` (cells × K; CCLONE: its loadings C); varm ``clone_af``
+    ``cancer_call`` (an input column of one of these names is kept as ``<name>_input``); obsm ``clone_prob`` (cells × K; CCLONE: its loadings C); varm ``clone_af``
     with a 90 % interval ``clone_af_lower`` / ``clone_af_upper``; uns ``clones``: ``selection``
     (one row per candidate K), ``annotation`` (one row per clone), ``validation``, ``settings``,
     ``timings``, ``details``, ``filter`` and ``summary`` (the text :func:`summary` prints).
@@ -229,6 +229,11 @@ def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), metho
 
     t2 = time.perf_counter()
     out = adata[:, used].copy()
+    kept = []
+    for key in ("clone", "clone_prob_max", "n_variants_covered", "cancer_prob", "cancer_call", "clone_fitted"):
+        if key in out.obs:  # the input's own column of that name is kept beside ours, renamed
+            out.obs[f"{key}_input"] = out.obs.pop(key)
+            kept.append(key)
     k = fit.n_clones
     P = fit.membership
     prob = P / np.maximum(P.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
@@ -270,6 +275,8 @@ def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), metho
     elif types is not None:
         uns["annotation"] = annotate(P, types, [], [], min_annotated=0).table
     uns["validation"] = {"passed": bool(validation["passed"]), "messages": np.asarray(validation["messages"], dtype=object).astype(str)}
+    if kept:
+        uns["renamed_input_columns"] = np.asarray([f"{key} -> {key}_input" for key in kept])
     timings["annotate"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
     uns["timings"] = timings

@@ -73,6 +73,8 @@ def summary(out) -> str:
     n_empty = int((out.obs["n_variants_covered"] == 0).sum())
     if n_empty:
         lines.append(f"{n_empty} cells have no read at the variants used: their clone is the prior, their call undetermined")
+    if "renamed_input_columns" in u:
+        lines.append(f"note: the input's own obs columns were kept as {', '.join(map(str, u['renamed_input_columns']))}")
     t = u["timings"]
     lines.append(f"time: {t['total']:.1f} s (fit {t['fit']:.1f} s)")
     return "\n".join(lines)
