@@ -5,6 +5,18 @@ import pytest
 
 os.environ.setdefault("CI", "1")  # no progress bars in tests
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop every compiled programme after each test module. XLA:CPU maps each executable's code
+    into memory and a process may hold at most vm.max_map_count (65 530) mappings; a whole-suite
+    run that keeps every programme of every module alive crosses it (a segfault inside the
+    compiler of a later test). Programmes shared within a module stay cached."""
+    yield
+    import jax
+
+    jax.clear_caches()
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
