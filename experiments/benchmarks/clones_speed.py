@@ -42,6 +42,7 @@ parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--repeats", type=int, default=3)
 parser.add_argument("--ref-cycles", type=int, default=2)
 parser.add_argument("--skip-large", action="store_true", help="only (a)")
+parser.add_argument("--memory-only", action="store_true", help="only the memory-scaling section")
 parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
 args = parser.parse_args()
 
@@ -65,18 +66,37 @@ if args.child:  # a fresh process: time imports, data and the call; print one JS
     import resource
     import time
 
-    size, method = args.child.split(":")
+    import gc
+
+    size, method, *cells = args.child.split(":")
     t0 = time.perf_counter()
     from jaxfactor import clones
     from jaxfactor.data import simulate_clones
 
     t1 = time.perf_counter()
-    ad = simulate_clones(**SIZES[size]).to_anndata()
+    spec = {**SIZES[size], **({"n_cells": int(cells[0])} if cells else {})}
+    sim = simulate_clones(**spec)
+    ad = sim.to_anndata()
+    nnz = int(ad.X.nnz)
+    del sim
+    gc.collect()
     t2 = time.perf_counter()
+
+    def status(field):
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith(field)) / 1024
+
+    before = status("VmRSS:")
+    try:  # reset the peak (VmHWM) so it measures the call alone
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
     out = clones.call(ad, celltype_key="celltype", healthy=HEALTHY, cancer=CANCER, method=method)
     t3 = time.perf_counter()
     print(json.dumps({"imports": t1 - t0, "data": t2 - t1, "call": t3 - t2, "k": int(out.uns["clones"]["n_clones"]),
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_mb": before,
+                      "call_peak_mb": status("VmHWM:"), "nnz": nnz}))
     sys.exit(0)
 
 import json  # noqa: E402
@@ -105,17 +125,19 @@ def strict_bacc(call, is_cancer):
     return 0.5 * (np.mean(call[is_cancer] == "cancer") + np.mean(call[~is_cancer] == "healthy"))
 
 
-def fresh(size, method):
+def fresh(size, method, repeats=None, cells=None):
     walls, splits = [], []
-    for _ in range(args.repeats):
+    for _ in range(args.repeats if repeats is None else repeats):
         t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--child", f"{size}:{method}"],
+        child = f"{size}:{method}" + (f":{cells}" if cells else "")
+        res = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--child", child],
                              capture_output=True, text=True, env=os.environ.copy())
         walls.append(time.perf_counter() - t0)
         if res.returncode:
             sys.exit(f"child failed:\n{res.stderr[-3000:]}")
         splits.append(json.loads(res.stdout.strip().splitlines()[-1]))
-    med = {k: float(np.median([s[k] for s in splits])) for k in ("imports", "data", "call", "rss_mb")}
+    med = {k: float(np.median([s[k] for s in splits])) for k in ("imports", "data", "call", "rss_mb", "rss_before_mb",
+                                                                "call_peak_mb", "nnz")}
     return float(np.median(walls)), med, splits[0]["k"]
 
 
@@ -153,7 +175,7 @@ def cclone_reference_seconds(ad, k=2):
 
 
 rows = []
-for size in ("a",) if args.skip_large else ("a", "b"):
+for size in () if args.memory_only else ("a",) if args.skip_large else ("a", "b"):
     spec = SIZES[size]
     sim = simulate_clones(**spec)
     ad = sim.to_anndata()
@@ -163,7 +185,8 @@ for size in ("a",) if args.skip_large else ("a", "b"):
     for method in ("allele", "binomial"):
         wall, med, k_fresh = fresh(size, method)
         print(f"  jaxfactor {method:8s} fresh process: {wall:6.1f} s (imports {med['imports']:.1f}, data {med['data']:.1f}, "
-              f"call {med['call']:.1f}); peak RSS {med['rss_mb']:.0f} MB; K={k_fresh}")
+              f"call {med['call']:.1f}); RSS {med['rss_before_mb']:.0f} MB before the call, peak {med['call_peak_mb']:.0f} MB "
+              f"during it; K={k_fresh}")
         t0 = time.perf_counter()
         out = clones.call(ad, celltype_key="celltype", healthy=HEALTHY, cancer=CANCER, method=method)
         first = time.perf_counter() - t0
@@ -177,7 +200,7 @@ for size in ("a",) if args.skip_large else ("a", "b"):
         acc = strict_bacc(out.obs["cancer_call"], sim.is_cancer)
         print(f"  jaxfactor {method:8s} warm: {w:6.1f} s (first call {first:.1f} s: compile ≈ {first - w:.1f} s); "
               f"K={out.uns['clones']['n_clones']}, ARI {ari:.3f}, strict balanced accuracy {acc:.3f}")
-        rows.append((size, f"jaxfactor {method}", w, wall, med["rss_mb"], out.uns["clones"]["n_clones"], ari, acc))
+        rows.append((size, f"jaxfactor {method}", w, wall, med["call_peak_mb"], out.uns["clones"]["n_clones"], ari, acc))
     used = clones.prefilter(ad, *check_allele_counts(ad), drop_rna_editing=True, drop_germline=False, min_cells=2)[0]
     secs, k, ari, acc = vireo(ad[:, used], sim.is_cancer, sim.labels, sim.celltype)
     print(f"  vireoSNP BinomMixtureVB (10 restarts per K, K by ELBO): {secs:6.1f} s; K={k}, ARI {ari:.3f}, "
@@ -190,13 +213,22 @@ for size in ("a",) if args.skip_large else ("a", "b"):
           f"({total / 3600:.1f} h)")
     rows.append((size, "CCLONE reference (extrapolated)", total, float("nan"), float("nan"), None, None, None))
 
-print("\nsummary (seconds; ratios only between contenders run above, on the same data)")
+if not args.skip_large:
+    print("\nmemory of the allele call against the covered entries (fresh processes, (b)'s design, more or fewer cells):")
+    for n_cells in (5000, 10000, 20000, 40000):
+        wall, med, k = fresh("b", "allele", repeats=1, cells=n_cells)
+        grow = med["call_peak_mb"] - med["rss_before_mb"]
+        print(f"  {n_cells:6d} cells, {med['nnz']:>10,.0f} covered entries: call {med['call']:5.1f} s, RSS before {med['rss_before_mb']:5.0f} MB, "
+              f"peak {med['call_peak_mb']:5.0f} MB (+{grow:5.0f} MB = {grow * 2**20 / med['nnz']:.0f} bytes per covered entry)")
+
+if rows:
+    print("\nsummary (seconds; ratios only between contenders run above, on the same data)")
 for size in sorted({r[0] for r in rows}):
     sub = [r for r in rows if r[0] == size]
     ours = [r for r in sub if r[1] == "jaxfactor allele"][0]
     for r in sub:
         ratio = r[2] / ours[2]
-        extra = "" if r[3] != r[3] else f", fresh process {r[3]:.1f} s, peak RSS {r[4]:.0f} MB"
+        extra = "" if r[3] != r[3] else f", fresh process {r[3]:.1f} s, peak RSS during the call {r[4]:.0f} MB"
         acc = "" if r[6] is None else f"; K={r[5]}, ARI {r[6]:.3f}, strict balanced accuracy {r[7]:.3f}"
         print(f"  ({size}) {r[1]:34s} {r[2]:10.1f} s = {ratio:9.1f}× jaxfactor allele (warm){extra}{acc}")
     if size == "a":

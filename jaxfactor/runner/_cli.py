@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--n-clones", default="auto", metavar="K", help="'auto' (choose among 2-6), K, or a list such as 2,3,4")
     c.add_argument("--method", default="allele", choices=("allele", "binomial", "cclone"),
                    help="allele: allele-count model with dropout (default); binomial: vireoSNP's mixture; cclone: CCLONE")
-    c.add_argument("--n-init", type=int, default=None, metavar="N", help="random starts per candidate K (default 10)")
+    c.add_argument("--n-init", type=int, default=None, metavar="N", help="random starts per candidate K (default 20 for allele, 10 otherwise)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--threshold", type=float, default=0.3, help="cancer when P(cancer) - P(healthy) > T (default 0.3)")
     c.add_argument("--out", required=True, help="output folder (result.h5ad, calls.csv, tables, clones.png, summary.txt)")
