@@ -177,6 +177,20 @@ def test_calls_are_stable_across_seeds(sim, called):
         assert np.mean(out.obs["cancer_call"].to_numpy() == called.obs["cancer_call"].to_numpy()) >= 0.99
 
 
+def test_more_starts_until_the_best_optimum_recurs(called):
+    """The chosen K gets batches of n_init starts until its best partition was reached from 3 starts
+    (or max_init); the table and details say how many were spent, and the summary warns when the
+    best optimum stayed unconfirmed."""
+    table, d = called.uns["clones"]["selection"], called.uns["clones"]["details"]
+    chosen = table[table["chosen"]].iloc[0]
+    assert chosen["n_init"] % SMALL["n_init"] == 0 and chosen["n_init"] <= 100
+    assert chosen["best_optimum_hits"] >= 3 or chosen["n_init"] == 100
+    assert d["n_init_used"] == chosen["n_init"] and d["best_optimum_hits"] == chosen["best_optimum_hits"]
+    out = clones.call(called, n_clones=3, n_init=2, max_init=2, max_iter=300)  # one batch of 2: at most 2 hits
+    assert out.uns["clones"]["details"]["best_optimum_hits"] <= 2
+    assert "near-equal optima" in out.uns["clones"]["summary"]
+
+
 def test_figure_and_summary(tmp_path, called):
     path = clones.plot(called, str(tmp_path))
     assert os.path.getsize(path) > 10_000

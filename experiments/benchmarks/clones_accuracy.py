@@ -25,7 +25,8 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--n-cells", type=int, default=3000)
 parser.add_argument("--seeds", type=int, default=1)
 parser.add_argument("--threads", type=int, default=2)
-parser.add_argument("--methods", default="allele,binomial,cclone")
+parser.add_argument("--methods", default="allele,binomial,cclone",
+                    help="comma-separated; a method may carry options: allele:site_dropout=false")
 args = parser.parse_args()
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -48,6 +49,18 @@ BASE = dict(mean_coverage=3.0, n_clones=3, loh_fraction=0.5, allelic_dropout=0.2
 GRID = [("mean_coverage", (1.0, 3.0, 6.0)), ("n_clones", (2, 3, 4)), ("loh_fraction", (0.0, 0.5, 1.0)),
         ("allelic_dropout", (0.1, 0.2, 0.4))]
 methods = args.methods.split(",")
+
+
+def _spec(m):
+    """'allele:site_dropout=false' -> ('allele', {'site_dropout': False})."""
+    name, _, opts = m.partition(":")
+    kw = {}
+    for item in filter(None, opts.split(";")):
+        k, v = item.split("=")
+        kw[k] = {"true": True, "false": False}.get(v.lower(), float(v) if "." in v else int(v) if v.isdigit() else v)
+    return name, kw
+
+
 print(f"{settings}; {args.n_cells} cells × 40 variants, {args.seeds} data seed(s) per setting; load {os.getloadavg()[0]:.2f}")
 header = f"{'setting':<22}" + "".join(f" | {m + ' K / ARI / bacc':>26}" for m in methods)
 print(header)
@@ -71,7 +84,7 @@ for key, values in GRID:
             for m in methods:
                 t0 = time.perf_counter()
                 out = clones.call(ad, celltype_key="celltype", healthy=["T cells", "B cells", "NK cells"],
-                                  cancer=["Immature", "Early myeloid"], method=m)
+                                  cancer=["Immature", "Early myeloid"], method=_spec(m)[0], **_spec(m)[1])
                 call = out.obs["cancer_call"].astype(str).to_numpy()
                 bacc = 0.5 * (np.mean(call[sim.is_cancer] == "cancer") + np.mean(call[~sim.is_cancer] == "healthy"))
                 ari = adjusted_rand_index(out.obs["clone"].cat.codes.to_numpy(), sim.labels)

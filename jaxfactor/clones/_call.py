@@ -31,7 +31,7 @@ DEFAULT_CANDIDATES = (2, 3, 4, 5, 6)
 CRITERIA = {"allele": ("evidence", "bic", "aic"), "binomial": ("elbo", "bic"), "cclone": ("orth_score", "stability")}
 #: method-specific settings accepted by ``call(..., **options)`` and their defaults
 OPTIONS = {
-    "allele": {"screen_iter": 30, "screen_cells": 2000, "site_dropout": True},
+    "allele": {"screen_iter": 30, "screen_cells": 2000, "n_converge": 3, "max_init": 100, "site_dropout": False},
     "binomial": {},
     "cclone": {"n_bootstrap": 50, "min_maf": 5.0, "filter_germline": True, "min_cell_coverage": 10.0,
                "min_allele_reads": 2, "init": "consensus"},
@@ -123,7 +123,9 @@ def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), metho
         ``"binomial"`` (the binomial mixture, VB as vireoSNP) or ``"cclone"`` (CCLONE).
       n_clones: ``"auto"`` (choose among 2–6), an integer, or a list of candidates.
         (``n_components`` is accepted as a synonym.)
-      n_init: random starts per candidate (default 20 for the allele model, 10 otherwise).
+      n_init: random starts per candidate (default 20 for the allele model, 10 otherwise). The
+        allele model adds batches of n_init starts for the chosen K (and any K within 10 nats of it)
+        until its best optimum was reached from 3 starts (at most ``max_init``).
       max_iter, tol: iterations per fit and the relative change (per 10 iterations) that stops it.
       seed: seed of the random starts (and CCLONE's bootstraps).
       criterion: how K is chosen: allele ``"bic"`` (default) / ``"aic"``; binomial ``"elbo"``
@@ -136,7 +138,9 @@ def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), metho
       drop_rna_editing, drop_germline, min_cells: the variant filter of the count models.
       log: a callable receiving progress lines (e.g. ``print``); None is silent.
       options: method-specific settings (``OPTIONS``): allele ``screen_iter`` (30),
-        ``screen_cells`` (2000), ``site_dropout`` (True); cclone ``n_bootstrap``, ``min_maf``,
+        ``screen_cells`` (2000), ``n_converge`` (3), ``max_init`` (100), ``site_dropout`` (False:
+        one allelic-dropout rate; True: one per variant — it can absorb a clone carried by a single
+        variant, see README); cclone ``n_bootstrap``, ``min_maf``,
         ``filter_germline``, ``min_cell_coverage``, ``min_allele_reads``, ``init``.
 
     Returns a new AnnData (all cells; the variants used) with obs ``clone`` (most probable, a

@@ -3,12 +3,12 @@ number of clones and scored, in one common shape (:class:`MethodFit`).
 
 - ``"allele"``: the allele-count model (NumPyro's :func:`jaxfactor.models.allele_model`: binomial
   reads, allelic dropout, read errors) by exact MAP-EM (:func:`jaxfactor.mixture.allele_em`).
-  All candidates K and all restarts run as *one* compiled ``fit_many`` call (clones padded to the
-  largest K, ``hp.active`` says which are in use) for ``screen_iter`` iterations; the best start
-  of every K then runs to convergence (Biernacki, Celeux & Govaert 2003, "short runs of EM").
-  With ``site_dropout`` (default) every variant has its own allelic-dropout rate.
-  K is chosen by BIC, ``−2 log p(ALT | θ̂) + p log n`` with p = K·J + (K − 1) + J + 1 free
-  parameters (K·J + K + 1 with one dropout rate) and n the cells with reads (Schwarz 1978). Credible intervals of the clone AFs: Beta posteriors
+  Every K and start runs in one compiled programme (clones padded to the largest K,
+  ``hp.active`` says which are in use); restarts by successive halving ("short runs of EM",
+  Biernacki, Celeux & Govaert 2003), then more batches of starts for the K that decide the answer
+  until their best optimum recurs. K by an approximate log evidence (conjugate Occam factors,
+  :func:`jaxfactor.mixture.allele_em_evidence`), or BIC / AIC. One allelic-dropout rate by default
+  (``site_dropout=True``: one per variant). Credible intervals of the clone AFs: Beta posteriors
   of the E-step's expected allele units, ``Beta(a_f + S¹_kj, b_f + S⁰_kj)``.
 - ``"binomial"``: the binomial mixture by mean-field VB (vireoSNP's ``BinomMixtureVB``,
   :func:`jaxfactor.mixture.fit_binomial_mixture`), ``n_init`` restarts per K, K by the ELBO as in
@@ -95,20 +95,26 @@ def _posterior(params, data, hp):
 
 
 def fit_allele(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: float, screen_iter: int = 30,
-               screen_cells: int = 2000, site_dropout: bool = True, criterion: str = "bic", log=None) -> MethodFit:
+               screen_cells: int = 2000, n_converge: int = 3, max_init: int = 100, site_dropout: bool = False, criterion: str = "bic",
+               log=None) -> MethodFit:
     """MAP-EM of the allele model for every K in ``ks``; see the module docstring.
 
-    Screening (successive halving): each of the ``n_init`` starts of every K runs ``screen_iter``
-    EM iterations on at most ``screen_cells`` cells (a random subset of the cells with reads when
+    Screening (successive halving): a batch of ``n_init`` starts of a K runs ``screen_iter`` EM
+    iterations each on at most ``screen_cells`` cells (a random subset of the cells with reads when
     there are more; the parameters carry over to all cells since none of them is per cell), the
-    best quarter of them (at least 2) runs ``2 * screen_iter`` more, and the best of those then
-    runs to convergence (on the subsample first, when there is one, then on all cells) by
-    SQUAREM-accelerated EM (``allele_em(..., accelerate=True)``, still monotone). Measured on the
-    real patients: 10-20 % of random starts end in the best basin, and the short-run ranking puts
-    them first. One compiled programme serves every K and start; fits run one after another
-    (batching them with ``vmap`` turns the entry gathers into batched gathers, slower per fit)."""
+    best quarter (at least 2) runs ``2 * screen_iter`` more, and the best ``n_converge`` of those
+    run to convergence there by SQUAREM-accelerated EM (``allele_em(..., accelerate=True)``, still
+    monotone); the best then converges on all cells. Every K gets one batch; the chosen K, and any
+    K within 10 nats of it, get further batches until their best optimum (the same partition of the
+    cells, ARI >= 0.99) was reached from 3 starts, or ``max_init`` starts were spent. Measured on
+    the real patients: 10-20 % of random starts end in the best basin, and near-equal optima a
+    fraction of a nat apart partition the cells differently (A4, K = 3: ARI 0.4-0.5 between
+    them), so one batch gave a different answer for every seed; with the recurrence rule 5 seeds
+    agree (ARI 1.0 on A4 and A9). Fits run one after another (batching them with ``vmap`` turns the
+    entry gathers into batched gathers, slower per fit)."""
     from .. import fit
-    from ..mixture._allele_em import allele_counts, allele_em, allele_em_hparams
+    from ..cclone import adjusted_rand_index
+    from ..mixture._allele_em import allele_counts, allele_em, allele_em_hparams, allele_em_posterior
 
     t0 = time.perf_counter()
     alt, depth = sp.csr_matrix(alt), sp.csr_matrix(depth)  # only covered entries are used
@@ -127,46 +133,85 @@ def fit_allele(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: fl
     fast = allele_em(kmax, bool(site_dropout), True)  # SQUAREM steps for the runs to convergence
     hps = [allele_em_hparams(kmax, k) for k in ks]
     keys = jax.random.split(jax.random.PRNGKey(seed), n_init)
-    screen_obj = np.zeros((len(ks), n_init))
-    starts = []
     init = jax.jit(alg.init)
     # one compiled programme for every screening run: screen_iter iterations from a given state
     short = lambda hp, state: fit(alg, screen_data, hp, keys[0], state0=state, max_iter=screen_iter, tol=0.0,  # noqa: E731
                                   chunk_size=screen_iter)
-    for g in range(len(ks)):
-        # successive halving: every start runs screen_iter iterations, the best quarter (>= 2) runs
-        # 2 * screen_iter more, and the best of those continues
-        runs = [short(hps[g], init(keys[s], screen_data, hps[g])) for s in range(n_init)]
-        screen_obj[g] = [float(r.trace[-1]) for r in runs]
-        keep = np.argsort(screen_obj[g])[:max(2, -(-n_init // 4))] if n_init > 1 else [0]
+    labels = jax.jit(lambda st, hp: jnp.argmax(allele_em_posterior(st, screen_data, hp)[0], axis=1))
+    n_used = np.zeros(len(ks), int)
+    pools = [[] for _ in ks]
+    objs = [[] for _ in ks]
+
+    def batch(g):
+        """One batch of n_init starts for candidate g, by successive halving: screen_iter iterations
+        each, the best quarter (>= 2) 2 * screen_iter more, the best n_converge of those to
+        convergence (on the subsample when there is one: all cells then need few iterations)."""
+        key = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), int(n_used[g] // n_init)), n_init)
+        runs = [short(hps[g], init(key[s], screen_data, hps[g])) for s in range(n_init)]
+        o = [float(r.trace[-1]) for r in runs]
+        objs[g].extend(o)
+        keep = np.argsort(o)[:max(2, -(-n_init // 4))] if n_init > 1 else [0]
         second = [short(hps[g], short(hps[g], runs[s].state).state) for s in keep]
-        best = second[int(np.argmin([float(r.trace[-1]) for r in second]))].state
-        if screen_data is not data:  # converge on the subsample first: all cells then need few iterations
-            best = fit(fast, screen_data, hps[g], keys[0], state0=best, max_iter=max_iter, tol=tol, chunk_size=10).state
-        starts.append(best)
+        order = np.argsort([float(r.trace[-1]) for r in second])[:max(1, int(n_converge))]
+        pools[g] += [fit(fast, screen_data, hps[g], keys[0], state0=second[s].state, max_iter=max_iter, tol=tol,
+                         chunk_size=10) for s in order]
+        pools[g].sort(key=lambda r: float(r.trace[-1]))
+        n_used[g] += n_init
+
+    def hits(g):
+        """How many converged starts reached the best optimum's partition of the cells (ARI >= 0.99)."""
+        best = np.asarray(labels(pools[g][0].state, hps[g]))
+        return sum(adjusted_rand_index(best, np.asarray(labels(r.state, hps[g]))) >= 0.99 for r in pools[g])
+
+    def refit(g, k):
+        t1 = time.perf_counter()
+        res = fit(fast, data, hps[g], keys[0], state0=pools[g][0].state, max_iter=max_iter, tol=tol, chunk_size=10)
+        r, ll, s1, s0, evidence = _posterior(res.state, data, hps[g])
+        ll = float(ll)
+        n_par = k * J + (k - 1) + (J if site_dropout else 1) + 1
+        row = {"n_clones": int(k), "log_likelihood": ll, "n_parameters": n_par, "bic": -2 * ll + n_par * np.log(max(n_cells, 1)),
+               "aic": -2 * ll + 2 * n_par, "evidence": float(evidence), "log_posterior": -float(res.trace[-1]),
+               "n_iter": 3 * screen_iter + 3 * int(res.n_iter), "converged": bool(res.converged),
+               "n_init": int(n_used[g]), "best_optimum_hits": int(hits(g)),
+               "restart_spread": float(np.ptp(objs[g])), "seconds": time.perf_counter() - t1}
+        return row, (res.state, r, s1, s0)
+
+    if criterion not in ("evidence", "bic", "aic"):
+        raise ValueError(f"criterion {criterion!r} is not available for method 'allele'; use 'evidence', 'bic' or 'aic'")
+    sign = 1.0 if criterion == "evidence" else -0.5  # on the log scale, higher is better
+    for g in range(len(ks)):
+        batch(g)
     t_screen = time.perf_counter() - t0
     if log:
         where = f"a random {screen_cells} of the cells" if screen_data is not data else "all cells"
         log(f"  {len(ks)} candidate K x {n_init} starts screened on {where} ({screen_iter} EM iterations each, "
             f"{t_screen:.1f} s)")
-    rows, fits = [], []
-    for g, k in enumerate(ks):
-        t1 = time.perf_counter()
-        res = fit(fast, data, hps[g], keys[0], state0=starts[g], max_iter=max_iter, tol=tol, chunk_size=10)
-        r, ll, s1, s0, evidence = _posterior(res.state, data, hps[g])
-        ll = float(ll)
-        n_par = k * J + (k - 1) + (J if site_dropout else 1) + 1
-        row = {"n_clones": int(k), "log_likelihood": ll, "n_parameters": n_par, "bic": -2 * ll + n_par * np.log(max(n_cells, 1)),
-               "aic": -2 * ll + 2 * n_par, "evidence": float(evidence), "log_posterior": -float(res.trace[-1]), "n_iter": 3 * screen_iter + 3 * int(res.n_iter),
-               "converged": bool(res.converged), "restart_spread": float(np.ptp(screen_obj[g])),
-               "seconds": time.perf_counter() - t1}
-        rows.append(row)
-        fits.append((res.state, r, s1, s0))
-        if log:
-            log(f"  K={k}: log-likelihood {ll:.1f}, evidence {row['evidence']:.1f}, BIC {row['bic']:.1f}, {row['n_iter']} EM iterations"
-                f"{'' if row['converged'] else ' (max_iter reached)'}, {row['seconds']:.2f} s")
-    if criterion not in ("evidence", "bic", "aic"):
-        raise ValueError(f"criterion {criterion!r} is not available for method 'allele'; use 'evidence', 'bic' or 'aic'")
+    rows, fits = map(list, zip(*[refit(g, k) for g, k in enumerate(ks)]))
+    # more starts where the answer depends on them: the chosen K and any K within `margin` nats of
+    # it, until its best optimum (same partition of the cells) was reached from 3 starts or max_init
+    # starts were spent. Flat likelihoods with near-equal optima (real data) otherwise give a
+    # different partition for every seed; clear structure stops after the first batch.
+    margin = 10.0
+    done = set()
+    while True:
+        score = np.array([sign * row[criterion] for row in rows])
+        todo = [g for g in np.flatnonzero(score >= score.max() - margin) if g not in done]
+        if not todo:
+            break
+        for g in todo:
+            before = n_used[g]
+            while hits(g) < 3 and n_used[g] < max(max_init, n_init):
+                batch(g)
+            done.add(g)
+            if n_used[g] > before:
+                rows[g], fits[g] = refit(g, ks[g])
+                if log:
+                    log(f"  K={ks[g]}: {n_used[g]} starts until its best optimum was reached 3 times"
+                        f"{'' if hits(g) >= 3 else ' (max_init reached: near-equal optima, the partition may depend on the seed)'}")
+    for row in rows if log else ():
+        log(f"  K={row['n_clones']}: log-likelihood {row['log_likelihood']:.1f}, evidence {row['evidence']:.1f}, "
+            f"BIC {row['bic']:.1f}, {row['n_init']} starts, {row['n_iter']} EM iterations"
+            f"{'' if row['converged'] else ' (max_iter reached)'}")
     table, pick = _choose(rows, criterion, "max" if criterion == "evidence" else "min")
     state, r, s1, s0 = fits[pick]
     k = ks[pick]
@@ -181,7 +226,8 @@ def fit_allele(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: fl
     dropout = np.asarray(state.dropout, np.float64)
     details = {"dropout": float(np.median(dropout)), "dropout_per_variant": np.broadcast_to(dropout, (J,)).copy(),
                "error": float(state.error), "weights": weights,
-               "screen_seconds": t_screen, "n_init": int(n_init), "screen_iter": int(screen_iter),
+               "screen_seconds": t_screen, "n_init": int(n_init), "n_init_used": int(n_used[pick]),
+               "screen_iter": int(screen_iter), "best_optimum_hits": int(rows[pick]["best_optimum_hits"]),
                "n_cells_with_reads": n_cells}
     return MethodFit(r[:, order], af, lo, hi, table, criterion, details)
 

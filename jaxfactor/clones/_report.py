@@ -21,8 +21,9 @@ def _runner_up(table, criterion):
         return ""
     lower = criterion in ("bic", "aic")
     other = rest.sort_values(criterion, ascending=lower).iloc[0]
-    gap = other[criterion] - chosen[criterion]
-    return f"; runner-up K={int(other['n_clones'])} ({criterion} {'+' if gap >= 0 else ''}{gap:.4g})"
+    gap = abs(float(other[criterion] - chosen[criterion]))
+    word = ("higher" if lower else "lower") if gap > 0 else "equal"
+    return f"; runner-up K={int(other['n_clones'])} ({criterion} {gap:.4g} {word})"
 
 
 def summary(out) -> str:
@@ -70,6 +71,11 @@ def summary(out) -> str:
         per = d.get("dropout_per_variant")
         spread = f" (median over variants; range {np.min(per):.3f}-{np.max(per):.3f})" if per is not None and np.ptp(per) > 0 else ""
         lines.append(f"allelic dropout {d['dropout']:.3f}{spread}, read error rate {d['error']:.4f}")
+    hits = u["details"].get("best_optimum_hits")
+    if hits is not None and hits < 3:
+        lines.append(f"WARNING: the best fit with {u['n_clones']} clones was reached from only {hits} of "
+                     f"{u['details']['n_init_used']} random starts: near-equal optima, so the clones may change with "
+                     "the seed (compare a few seeds, or raise max_init)")
     n_empty = int((out.obs["n_variants_covered"] == 0).sum())
     if n_empty:
         lines.append(f"{n_empty} cells have no read at the variants used: their clone is the prior, their call undetermined")

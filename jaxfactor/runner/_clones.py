@@ -36,6 +36,12 @@ class Truth:
     is_cancer: np.ndarray
 
 
+def _truth_renamed(adata):
+    """The simulation's true populations as obs ``true_clone`` (``clone`` is the call's own column)."""
+    adata.obs = adata.obs.rename(columns={"clone": "true_clone"})
+    return adata
+
+
 def truth_metrics(out, truth: Truth) -> dict:
     """Accuracy of a call against simulated truth: ARI of the clones, and the cancer/healthy calls'
     strict balanced accuracy (undetermined counts as wrong), balanced accuracy over called cells
@@ -165,7 +171,7 @@ def clones_command(args, log) -> int:
         from ..data import simulate_clones
 
         sim = simulate_clones(**DEMO)
-        adata = sim.to_anndata()
+        adata = _truth_renamed(sim.to_anndata())
         truth = Truth(sim.labels, sim.is_cancer)
         key = args.celltype_key or "celltype"
         healthy = _split(args.healthy) or DEMO_HEALTHY
@@ -268,7 +274,7 @@ class ClonesTask:
         d = cfg.data
         if "simulator" in d:
             sim = simulate_clones(**{k: v for k, v in d.items() if k != "simulator"})
-            return ClonesLoaded(sim.to_anndata(), Truth(sim.labels, sim.is_cancer))
+            return ClonesLoaded(_truth_renamed(sim.to_anndata()), Truth(sim.labels, sim.is_cancer))
         return ClonesLoaded(CcloneTask().load(cfg).adata, None)
 
     def execute(self, cfg, loaded: ClonesLoaded, points=None):
