@@ -69,7 +69,7 @@ for patient, k_published in (("A4", 3), ("A9", 2)):
     print(f"\n{patient}: {ad.n_obs} cells × {ad.n_vars} variants; CCLONE's published fit (k={k_published}) called by the "
           f"rule: {', '.join(f'{c} {int(np.sum(pub_call == c))}' for c in ('cancer', 'healthy', 'undetermined'))}; "
           f"AUROC of its cancer share {auroc(published.cancer_prob, pos, neg):.3f}")
-    for method in args.methods.split(","):
+    for method in [m for m in args.methods.split(",") if m]:
         outs, secs = [], []
         for seed in range(args.seeds):
             t0 = time.perf_counter()

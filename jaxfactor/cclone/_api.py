@@ -88,9 +88,10 @@ def fit(adata, k: int, *, n_bootstrap: int = 50, bootstrap_fraction: float = 0.9
     reproduces CCLONE's published matrices. 1 keeps single-read evidence, which labels cells
     better at low coverage on simulated data (see experiments/benchmarks/cclone_accuracy.py).
 
-    ``init``: ``"consensus"`` (default) starts every bootstrap from the lowest-loss of ``n_init``
-    random-start fits on all variants, so the average does not depend on the seed beyond the
-    variant subsets; ``"random"`` starts each bootstrap from its own Uniform(0, 1) factors, as
+    ``init``: ``"consensus"`` (default) starts every bootstrap from the lowest-loss random-start fit
+    on all variants (batches of ``n_init`` starts until its partition of the cells recurred from 3
+    starts, at most 10 batches), so the average does not depend on the seed beyond the variant
+    subsets; ``"random"`` starts each bootstrap from its own Uniform(0, 1) factors, as
     CCLONE does (the average then depends on which local optimum each bootstrap found).
     """
     _check_options(n_bootstrap, bootstrap_fraction, n_cycles, method, tol, l2, init, n_init)

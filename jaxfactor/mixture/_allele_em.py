@@ -370,7 +370,10 @@ def allele_em(n_clones: int, site_dropout: bool = False, accelerate: bool = Fals
     instead of one for all. Monoallelic expression varies between genes (bursting, imprinting);
     with a single δ a deeply covered heterozygous site whose cells each show one allele can only
     be explained by extra clones, with δ_j it is explained at that site. The M-step is the same
-    ratio summed per variant.
+    ratio summed per variant. The other side: a variant that carries a clone by itself (REF only
+    in wild-type cells) is equally well explained by a heterozygous site with heavy dropout, and
+    δ_j then absorbs the clone (patient A9: δ_j = 0.61 at the variant splitting the cells), which
+    is why ``jaxfactor.clones`` uses one rate by default.
 
     ``accelerate`` (static): one step is a SQUAREM step (Varadhan & Roland, Scand. J. Stat. 35,
     2008; scheme SqS3) on the EM map F, in unconstrained coordinates z (logits of the rates, log
