@@ -32,7 +32,7 @@ CRITERIA = {"allele": ("evidence", "bic", "aic"), "binomial": ("elbo", "bic"), "
 #: method-specific settings accepted by ``call(..., **options)`` and their defaults
 OPTIONS = {
     "allele": {"screen_iter": 30, "screen_cells": 2000, "n_converge": 3, "max_init": 100, "site_dropout": False},
-    "binomial": {},
+    "binomial": {"max_init": 100},
     "cclone": {"n_bootstrap": 50, "min_maf": 5.0, "filter_germline": True, "min_cell_coverage": 10.0,
                "min_allele_reads": 2, "init": "consensus"},
 }
@@ -224,7 +224,7 @@ def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), metho
                                   criterion=criterion, log=log, **opts)
     elif method == "binomial":
         fit = _methods.fit_binomial(alt, depth, candidates, n_init=n_init, seed=seed, max_iter=max_iter, tol=tol,
-                                    criterion=criterion, log=log)
+                                    criterion=criterion, log=log, **opts)
     else:
         fit = _methods.fit_cclone(adata, candidates, seed=seed, criterion=criterion, n_init=n_init, log=log, **opts)
         used = fit.variants

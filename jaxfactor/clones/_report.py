@@ -72,8 +72,8 @@ def summary(out) -> str:
         spread = f" (median over variants; range {np.min(per):.3f}-{np.max(per):.3f})" if per is not None and np.ptp(per) > 0 else ""
         lines.append(f"allelic dropout {d['dropout']:.3f}{spread}, read error rate {d['error']:.4f}")
     hits = u["details"].get("best_optimum_hits")
-    if hits is not None and hits < 3:
-        lines.append(f"WARNING: the best fit with {u['n_clones']} clones was reached from only {hits} of "
+    if hits is not None and hits < u["details"].get("hits_needed", 3):
+        lines.append(f"WARNING: the best fit with {u['n_clones']} clones did not recur within "
                      f"{u['details']['n_init_used']} random starts: near-equal optima, so the clones may change with "
                      "the seed (compare a few seeds, or raise max_init)")
     n_empty = int((out.obs["n_variants_covered"] == 0).sum())
