@@ -137,7 +137,9 @@ def fit_allele(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: fl
     # one compiled programme for every screening run: screen_iter iterations from a given state
     short = lambda hp, state: fit(alg, screen_data, hp, keys[0], state0=state, max_iter=screen_iter, tol=0.0,  # noqa: E731
                                   chunk_size=screen_iter)
-    labels = jax.jit(lambda st, hp: jnp.argmax(allele_em_posterior(st, screen_data, hp)[0], axis=1))
+    n_screen = len(sub) if screen_data is not data else alt.shape[0]  # real cells (the data may be padded)
+    _labels = jax.jit(lambda st, hp: jnp.argmax(allele_em_posterior(st, screen_data, hp)[0], axis=1))
+    labels = lambda st, hp: np.asarray(_labels(st, hp))[:n_screen]  # noqa: E731
     n_used = np.zeros(len(ks), int)
     pools = [[] for _ in ks]
     objs = [[] for _ in ks]
