@@ -14,8 +14,8 @@ components (Risso et al., Nat. Commun. 9:284, 2018; Bioconductor ``zinbwave``). 
 from .data._simulate_zinb import ZINBSimulation, simulate_zinb as simulate
 from .factorization._zinb import (
     ZINBData, ZINBHparams, ZINBState, default_hparams, orthogonalize, penalized_log_likelihood, predictors,
-    zinbwave_algorithm,
 )
+from .factorization._zinb_alg import zinbwave_algorithm
 from .factorization._zinb_api import design_matrix, fit, result_from_anndata, transform
 from .factorization._zinb_fit import ZINBWaVEResult, fit_zinbwave as fit_counts, observational_weights
 from .factorization._zinb_lik import zinb_log_prob

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -321,7 +320,7 @@ def fit_cclone(adata, ks, *, seed: int, criterion: str = "orth_score", n_bootstr
     """CCLONE on ``adata`` (REF/ALT layers; all cells) for every k in ``ks``; see the module docstring."""
     from .. import cclone
     from ..data import filter_variants
-    from ..runner._predict import cclone_assign
+    from ..cclone._assign import cclone_assign
 
     if criterion not in ("orth_score", "stability"):
         raise ValueError(f"criterion {criterion!r} is not available for method 'cclone'; use 'orth_score' or 'stability'")

@@ -7,7 +7,8 @@ from ._wnmf import (
     WNMF_CELLS, WNMF_METHODS, WNMFData, WNMFHparams, WNMFState, box_qp_rows, fit_wnmf, weighted_loss, wnmf_bcd,
     wnmf_data, wnmf_mu,
 )
-from ._zinb import ZINBData, ZINBHparams, ZINBState, zinbwave_algorithm
+from ._zinb import ZINBData, ZINBHparams, ZINBState
+from ._zinb_alg import zinbwave_algorithm
 from ._zinb_fit import ZINBWaVEResult, fit_zinbwave
 
 __all__ = [

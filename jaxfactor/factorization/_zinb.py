@@ -51,7 +51,6 @@ Initialisation: ``_zinb_init`` (zinbwave's ``zinbInitialize``, simplified).
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import NamedTuple
 
 import jax
@@ -59,8 +58,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .._base import Algorithm
-from .._registry import register_example
 from ._zinb_lik import log_prob_fast, partial_log_prob, score_fisher, zeta_derivatives, zinb_log_prob
 
 ZETA_RANGE = (-10.0, 20.0)  # log θ is kept in this box (θ from 4.5e-5 to 4.9e8: Poisson for all purposes)
@@ -397,53 +394,3 @@ def _dispersion(st, d, hp, zi, common, max_iter, max_halvings, tol=1e-3):
     init = (jnp.zeros((), jnp.int32), st.zeta, jnp.asarray(jnp.inf, st.zeta.dtype), full(lo), full(hi))
     k, z, *_ = lax.while_loop(cond, body, init)
     return st._replace(zeta=z)
-
-
-@lru_cache(maxsize=None)
-def zinbwave_algorithm(n_components: int, zero_inflation: bool = True, common_dispersion: bool = False, *,
-                       intercepts: bool = False, n_inner: int = 1, max_dispersion_iter: int = 10,
-                       max_halvings: int = 10) -> Algorithm:
-    """The ZINB-WaVE ``Algorithm`` (cached per static choice).
-
-    Data ``ZINBData``; hyperparameters ``ZINBHparams``; state ``ZINBState``. ``step`` is one
-    outer iteration (module docstring) with ``n_inner`` Fisher-scoring steps per block;
-    ``intercepts=True`` promises that the first columns of X and V are all ones, and adds the
-    exact intercept re-balancing ``_balance_intercepts`` to every step;
-    ``objective`` is −PLL; ``monotone=True``. Use ``chunk_size=1`` with ``jaxfactor.fit`` to test
-    convergence after every outer iteration as zinbwave does.
-    """
-    K, zi, common = int(n_components), bool(zero_inflation), bool(common_dispersion)
-    if K < 0:
-        raise ValueError(f"n_components must be >= 0, got {n_components}")
-
-    def step(st, d, hp):
-        st = _dispersion(st, d, hp, zi, common, max_dispersion_iter, max_halvings)
-        st = _gene_block(st, d, hp, zi, n_inner, max_halvings)
-        if K:
-            st = _orth_state(st, hp)
-        st = _cell_block(st, d, hp, zi, n_inner, max_halvings)
-        if K:
-            st = _orth_state(st, hp)
-        if intercepts:
-            st = _balance_intercepts(st, hp, zi)
-        return st
-
-    def objective(st, d, hp):
-        return -penalized_log_likelihood(st, d, hp, zi)
-
-    from ._zinb_init import make_init  # (it imports this module)
-
-    return Algorithm(make_init(K, zi), step, objective, monotone=True)
-
-
-def _example():
-    from ..data._simulate_zinb import simulate_zinb
-
-    sim = simulate_zinb(n_cells=40, n_genes=30, n_components=2, seed=0)
-    X, V = np.ones((40, 1)), np.ones((30, 1))
-    data = ZINBData(jnp.asarray(sim.X, jnp.float32), jnp.asarray(X, jnp.float32), jnp.asarray(V, jnp.float32))
-    hp = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), default_hparams(X, V))
-    return zinbwave_algorithm(2, intercepts=True), data, hp
-
-
-register_example("zinbwave", _example)

@@ -17,9 +17,8 @@ from jax import lax
 
 from .._fit import check_finished, fit
 from .._validate import as_matrix, check_nonnegative_float, check_positive_int
-from ._zinb import (
-    ZINBData, ZINBHparams, ZINBState, _cell_block, default_hparams, penalized_log_likelihood, predictors, zinbwave_algorithm,
-)
+from ._zinb import ZINBData, ZINBHparams, ZINBState, _cell_block, default_hparams, penalized_log_likelihood, predictors
+from ._zinb_alg import zinbwave_algorithm
 from ._zinb_lik import zinb_log_prob
 
 

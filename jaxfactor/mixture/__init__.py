@@ -25,8 +25,9 @@ from ._ppca import (
 )
 from ._select import (
     COVARIANCE_TYPES, Selection, aic, bic, binomial_mixture_n_parameters, gmm_n_parameters, heldout_split,
-    ppca_n_parameters, select_k, select_ppca_components,
+    ppca_n_parameters, select_k,
 )
+from ._ppca_select import select_ppca_components
 
 __all__ = [
     "AlleleCounts", "AlleleEMHparams", "AlleleEMParams", "allele_counts", "allele_em", "allele_em_hparams",

@@ -26,96 +26,23 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.sparse as sp
 
 from .._fit import _canonical_hp
 from .._xla import cpu_jit
-from ..data._io import anndata_matrix
-from ._likelihoods import COUNT_LIKELIHOODS, LIKELIHOODS
+from ._likelihoods import LIKELIHOODS
+from ._vae_input import OBSM_KEY, _choice, _int, _num, check_values, dense32, read_input
 from ._vae_modules import KINDS, NORMS, TRANSFORMS, VAEConfig
 from ._vae_train import VAEData, VAEHparams, VAEState, data_constant, make_data, steps_per_epoch, vae_training
 
 FORMAT = "jaxfactor-vae-checkpoint/1"
-OBSM_KEY = "X_jaxfactor_vae"
 CHECKPOINT_NAME = "checkpoint.msgpack"
 
 __all__ = ["VAEFit", "fit_vae", "load_checkpoint", "save_checkpoint", "checkpoint_bytes", "checkpoint_from_bytes",
            "OBSM_KEY"]
-
-
-# ------------------------------------------------------------------------------------------------
-# input
-# ------------------------------------------------------------------------------------------------
-
-def read_input(data, layer: str | None = None, name: str = "X"):
-    """``(matrix, adata or None, gene names or None)``; the matrix stays sparse if it is."""
-    if hasattr(data, "obs") and hasattr(data, "var"):
-        return anndata_matrix(data, layer), data, [str(v) for v in data.var_names]
-    if layer is not None:
-        raise ValueError(f"layer={layer!r} needs an AnnData input; pass the matrix itself otherwise")
-    if not sp.issparse(data):
-        try:
-            data = np.asarray(data)
-        except Exception as exc:
-            raise ValueError(f"{name} could not be converted to a numeric array ({exc})") from None
-    return data, None, None
-
-
-def check_values(mat, likelihood: str, transform: str, name: str = "X", *, integer: bool = True) -> None:
-    """Finite; non-negative unless Gaussian without log1p; integer for count likelihoods."""
-    if mat.ndim != 2 or 0 in mat.shape:
-        raise ValueError(f"{name} must be a non-empty 2-D cells x genes matrix, got shape {mat.shape}")
-    if not (np.issubdtype(mat.dtype, np.number) or mat.dtype == bool):
-        raise ValueError(f"{name} must be numeric, got dtype {mat.dtype}")
-    vals = np.asarray(mat.data if sp.issparse(mat) else mat)
-    n_bad = int(vals.size - np.count_nonzero(np.isfinite(vals)))
-    if n_bad:
-        n_nan = int(np.count_nonzero(np.isnan(vals)))
-        raise ValueError(f"{name} has {n_nan} NaN and {n_bad - n_nan} infinite entries; remove or impute them before fitting")
-    needs_nonneg = likelihood != "gaussian" or transform == "log1p"
-    if needs_nonneg and vals.size and vals.min() < 0:
-        why = f"likelihood={likelihood!r}" if likelihood != "gaussian" else "transform='log1p'"
-        raise ValueError(f"{name} has {int(np.count_nonzero(vals < 0))} negative entries (min {vals.min():.4g}); "
-                         f"{why} needs non-negative counts")
-    if integer and likelihood in COUNT_LIKELIHOODS and np.issubdtype(vals.dtype, np.floating):
-        frac = vals != np.round(vals)
-        if frac.any():
-            raise ValueError(f"{name} has {int(np.count_nonzero(frac))} non-integer entries (e.g. {vals[frac][0]:.4g}); "
-                             f"likelihood={likelihood!r} needs raw counts: pass the counts layer or use likelihood='gaussian'")
-
-
-def dense32(mat, rows=None, cols=None) -> np.ndarray:
-    if rows is not None:
-        mat = mat[rows]
-    if cols is not None:
-        mat = mat[:, cols]
-    return np.asarray(mat.toarray() if sp.issparse(mat) else mat, dtype=np.float32)
-
-
-def _int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _num(value, name, lo=0.0, hi=None, hi_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if value < lo or (hi is not None and (value >= hi if hi_open else value > hi)):
-        rng = f"[{lo}, {hi}{')' if hi_open else ']'}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be in {rng}, got {value!r}")
-    return float(value)
-
-
-def _choice(value, name, choices):
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of: {', '.join(map(repr, choices))}")
-    return value
 
 
 # ------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from functools import partial
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -30,10 +31,13 @@ from jax import lax
 
 from ._likelihoods import mean as likelihood_mean
 from ._likelihoods import sample as likelihood_sample
-from ._vae_api import OBSM_KEY, VAEFit, _int, check_values, read_input
+from ._vae_input import OBSM_KEY, _int, check_values, read_input
 from ._vae_modules import VAE
 from ._vae_train import encoder_input, kl_standard_normal, log_library, target
 from ._vae_train import nll as cell_nll
+
+if TYPE_CHECKING:  # annotations only: _vae_api calls this module
+    from ._vae_api import VAEFit
 
 __all__ = ["decode", "encode", "evaluate", "sample"]
 

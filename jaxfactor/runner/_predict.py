@@ -29,102 +29,19 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .. import __version__
-
-
-@dataclass(frozen=True)
-class Predictor:
-    """How one model predicts.
-
-    ``inputs(config) -> tuple of matrix names`` in DATA ("X" or a layer name), streamed per batch;
-    ``load(run_dir, fitted, config) -> (params, static)``: arrays held fixed (a pytree) and
-    hashable settings passed to ``kernel`` as keywords;
-    ``kernel(params, *blocks, **static) -> dict`` of (batch, ...) arrays, pure and jittable;
-    ``write(out_adata, outputs, params, static)`` stores the concatenated outputs;
-    ``check(outputs, start, static)``, if given, sees each batch's outputs (padding dropped; the
-    batch starts at cell ``start``) as soon as they are computed and raises a one-line
-    ``ValueError`` if they flag bad input (so the kernel validates its block on the device).
-    """
-
-    inputs: Callable[[dict], tuple[str, ...]]
-    load: Callable[[str, Any, dict], tuple[Any, dict]]
-    kernel: Callable
-    write: Callable
-    batch_size: int = 16384
-    fitted_vars: Callable[[Any, dict], Any] = field(default=lambda fitted, config: fitted.var_names)
-    check: Callable | None = None
-
-
-PREDICTORS: dict[str, Predictor] = {}
-
-
-def register(name: str, predictor: Predictor) -> None:
-    """Make ``jaxfactor predict`` work for run folders of model ``name``."""
-    PREDICTORS[name] = predictor
-
-
-def lookup(name: str) -> Predictor | None:
-    """The predictor of model ``name``: registered here, or ``PREDICTOR`` defined by the model's
-    runner task module ``jaxfactor/runner/_{name}_task.py`` (how a model plugs in without
-    editing this file)."""
-    if name not in PREDICTORS and isinstance(name, str) and name.isidentifier():
-        import importlib
-
-        try:
-            module = importlib.import_module(f"{__package__}._{name}_task")
-        except ImportError:
-            module = None
-        if isinstance(getattr(module, "PREDICTOR", None), Predictor):
-            register(name, module.PREDICTOR)
-    return PREDICTORS.get(name)
+from ..cclone._assign import cclone_assign
+from ._predictor import PREDICTORS, Predictor, lookup, register
 
 
 # --------------------------------------------------------------------------------------------
 # CCLONE: box-constrained per-cell solve against the fitted V
-
-
-def cclone_matrices(ref, alt, mode: str, min_allele_reads: int):
-    """M and W of ``jaxfactor.data.variant_matrices`` in jnp (same rules), from dense counts."""
-    n = ref + alt
-    covered = n >= 2
-    both = covered & (ref >= min_allele_reads) & (alt >= min_allele_reads)
-    only_alt = covered & (alt >= min_allele_reads) & (ref < min_allele_reads)
-    dt = ref.dtype
-    M = 0.5 * both.astype(dt) + only_alt.astype(dt)
-    if mode == "none":
-        W = jnp.ones_like(M)
-    elif mode == "binary":
-        W = covered.astype(dt)
-    else:
-        w = jnp.where(covered, 0.5, 0.0) if mode == "smartseq" else jnp.where(covered, 1.0 - jnp.exp2(-n), 0.0)
-        W = jnp.where(both, 1.0, w).astype(dt)
-    return M, W
-
-
-def cclone_assign(V, l2, ref, alt, *, mode: str, min_allele_reads: int, sweeps: int = 100):
-    """(B, k) loadings in [0, 1]^k of B cells against V (p, k), their weighted loss and weight."""
-    from ..factorization._wnmf import box_qp_rows, gram_cols
-
-    M, W = cclone_matrices(ref, alt, mode, min_allele_reads)
-    k = V.shape[1]
-    Q = gram_cols(W.T, V, jnp.ones(V.shape[0], V.dtype)) + l2 * jnp.eye(k, dtype=V.dtype)[:, :, None]
-    b = V.T @ (W * M).T
-    x = lax_fori(sweeps, lambda x: box_qp_rows(Q, b, x, 1), jnp.full(b.shape, 0.5, V.dtype))
-    C = x.T
-    R = M - C @ V.T
-    return {"C": C, "loss": jnp.sum(W * R * R, axis=1), "weight": jnp.sum(W, axis=1)}
-
-
-def lax_fori(n: int, body, x):
-    return jax.lax.fori_loop(0, n, lambda _, x: body(x), x)
 
 
 def _cclone_load(run_dir, fitted, config):

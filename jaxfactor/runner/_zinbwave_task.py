@@ -255,7 +255,7 @@ def _predict_write(out, res, params, static):
                                  "max_batch_iterations": int(res["n_iter"].max()), **static}
 
 
-from ._predict import Predictor  # noqa: E402  (jaxfactor predict finds it here: _predict.lookup)
+from ._predictor import Predictor  # noqa: E402  (jaxfactor predict finds it here: _predictor.lookup)
 
 PREDICTOR = Predictor(inputs=_predict_inputs, load=_predict_load, kernel=_predict_kernel, write=_predict_write,
                       fitted_vars=_predict_vars, batch_size=1024)

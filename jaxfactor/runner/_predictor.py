@@ -1,0 +1,55 @@
+"""What ``jaxfactor predict`` needs from a model: a :class:`Predictor` (inputs, load, a pure
+batchable kernel, write), and the registry that finds one by model name. A model's runner task
+module may define ``PREDICTOR``; this module imports none of them until asked (:func:`lookup`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """How one model predicts.
+
+    ``inputs(config) -> tuple of matrix names`` in DATA ("X" or a layer name), streamed per batch;
+    ``load(run_dir, fitted, config) -> (params, static)``: arrays held fixed (a pytree) and
+    hashable settings passed to ``kernel`` as keywords;
+    ``kernel(params, *blocks, **static) -> dict`` of (batch, ...) arrays, pure and jittable;
+    ``write(out_adata, outputs, params, static)`` stores the concatenated outputs;
+    ``check(outputs, start, static)``, if given, sees each batch's outputs (padding dropped; the
+    batch starts at cell ``start``) as soon as they are computed and raises a one-line
+    ``ValueError`` if they flag bad input (so the kernel validates its block on the device).
+    """
+
+    inputs: Callable[[dict], tuple[str, ...]]
+    load: Callable[[str, Any, dict], tuple[Any, dict]]
+    kernel: Callable
+    write: Callable
+    batch_size: int = 16384
+    fitted_vars: Callable[[Any, dict], Any] = field(default=lambda fitted, config: fitted.var_names)
+    check: Callable | None = None
+
+
+PREDICTORS: dict[str, Predictor] = {}
+
+
+def register(name: str, predictor: Predictor) -> None:
+    """Make ``jaxfactor predict`` work for run folders of model ``name``."""
+    PREDICTORS[name] = predictor
+
+
+def lookup(name: str) -> Predictor | None:
+    """The predictor of model ``name``: registered here, or ``PREDICTOR`` defined by the model's
+    runner task module ``jaxfactor/runner/_{name}_task.py`` (how a model plugs in without
+    editing this file)."""
+    if name not in PREDICTORS and isinstance(name, str) and name.isidentifier():
+        import importlib
+
+        try:
+            module = importlib.import_module(f"{__package__}._{name}_task")
+        except ImportError:
+            module = None
+        if isinstance(getattr(module, "PREDICTOR", None), Predictor):
+            register(name, module.PREDICTOR)
+    return PREDICTORS.get(name)
