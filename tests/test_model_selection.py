@@ -10,8 +10,9 @@ from sklearn.mixture import GaussianMixture
 from jaxfactor.data._simulate_ppca import simulate_ppca
 from jaxfactor.mixture._select import (
     COVARIANCE_TYPES, aic, bic, binomial_mixture_n_parameters, gmm_n_parameters, heldout_split, ppca_n_parameters,
-    select_k, select_ppca_components,
+    select_k,
 )
+from jaxfactor.mixture._ppca_select import select_ppca_components
 
 
 def test_bic_and_aic_formulas():
