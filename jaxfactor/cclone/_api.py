@@ -71,7 +71,7 @@ def _result_anndata(adata, M, W, summary: BootstrapSummary, rows, cols, k, param
 
 def fit(adata, k: int, *, n_bootstrap: int = 50, bootstrap_fraction: float = 0.9, n_cycles: int = 100,
         mode: str = "smartseq", seed: int = 0, method: str = "bcd", tol: float = 1e-6, l2: float = 0.0,
-        min_allele_reads: int = 2, init: str = "consensus", n_init: int = 10):
+        min_allele_reads: int = 2, init: str = "consensus", n_init: int = 10, bootstrap_seed: int | None = None):
     """Bootstrap-averaged box-constrained weighted NMF M ≈ C Vᵀ (CCLONE) on an AnnData.
 
     Each of ``n_bootstrap`` fits uses a random ``bootstrap_fraction`` of the variants and runs up
@@ -93,12 +93,18 @@ def fit(adata, k: int, *, n_bootstrap: int = 50, bootstrap_fraction: float = 0.9
     starts, at most 10 batches), so the average does not depend on the seed beyond the variant
     subsets; ``"random"`` starts each bootstrap from its own Uniform(0, 1) factors, as
     CCLONE does (the average then depends on which local optimum each bootstrap found).
+
+    ``bootstrap_seed`` draws the bootstraps' variant subsets. Default: 0 with the consensus start
+    — a fixed resampling design, so equal data give an equal average whatever ``seed`` (which
+    then only draws the random starts) —, and ``seed`` itself with ``init="random"``, as CCLONE
+    draws everything from one seed. Pass other values to see how the average moves with the
+    subsets.
     """
     _check_options(n_bootstrap, bootstrap_fraction, n_cycles, method, tol, l2, init, n_init)
     check_allele_counts(adata)
     k = _check_k(k, adata.n_vars, adata.n_obs)
     M, W = variant_matrices(adata, mode, min_allele_reads=min_allele_reads)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_bootstrap_seed(bootstrap_seed, seed, init))
     row_mask = np.ones(adata.n_obs, bool)
     col_mask = np.ones(adata.n_vars, bool)
     boots = bootstrap_masks(col_mask, n_bootstrap, bootstrap_fraction, rng)
@@ -108,8 +114,18 @@ def fit(adata, k: int, *, n_bootstrap: int = 50, bootstrap_fraction: float = 0.9
                     method=method, n_cycles=n_cycles, tol=tol, seed=seed, l2=l2, start=start)
     summary = summarise(M, W, row_mask, col_mask, boots, res.state.C, res.state.V, res.trace[:, -1], res.n_iter, res.converged)
     params = dict(n_bootstrap=n_bootstrap, bootstrap_fraction=bootstrap_fraction, n_cycles=n_cycles, mode=mode,
-                  seed=seed, method=method, tol=tol, l2=l2, min_allele_reads=min_allele_reads, init=init, n_init=n_init)
+                  seed=seed, method=method, tol=tol, l2=l2, min_allele_reads=min_allele_reads, init=init, n_init=n_init,
+                  bootstrap_seed=_bootstrap_seed(bootstrap_seed, seed, init))
     return _result_anndata(adata, M, W, summary, np.arange(adata.n_obs), np.arange(adata.n_vars), k, params)
+
+
+def _bootstrap_seed(bootstrap_seed, seed, init):
+    """The seed of the bootstrap subsets (see ``fit``)."""
+    if bootstrap_seed is None:
+        return seed if init == "random" else 0
+    if isinstance(bootstrap_seed, bool) or not isinstance(bootstrap_seed, (int, np.integer)) or bootstrap_seed < 0:
+        raise ValueError(f"bootstrap_seed must be a non-negative integer or None, got {bootstrap_seed!r}")
+    return int(bootstrap_seed)
 
 
 def _start(M, W, k, row_mask, col_mask, n_bootstrap, *, init, n_init, method, n_cycles, tol, seed, l2):
@@ -135,7 +151,7 @@ class SweepResult:
 def sweep(adata, ks=(2, 3, 4, 5), min_mafs=(2, 5, 10), filter_germline=(True, False), *, min_cell_coverage: float = 10,
           n_bootstrap: int = 50, bootstrap_fraction: float = 0.9, n_cycles: int = 100, mode: str = "smartseq",
           seed: int = 0, method: str = "bcd", tol: float = 1e-6, l2: float = 0.0, criterion: str = "orth_score",
-          min_allele_reads: int = 2, init: str = "consensus", n_init: int = 10):
+          min_allele_reads: int = 2, init: str = "consensus", n_init: int = 10, bootstrap_seed: int | None = None):
     """Fit every (k, min_maf, filter_germline) point, each with its bootstraps, and choose one.
 
     Filters become masks on the unfiltered matrices, so every point of one k — all filter
@@ -144,13 +160,13 @@ def sweep(adata, ks=(2, 3, 4, 5), min_mafs=(2, 5, 10), filter_germline=(True, Fa
 
     ``criterion``: ``"orth_score"`` (CCLONE's: the highest orthogonality score of C) or
     ``"stability"`` (the highest mean adjusted Rand index between each bootstrap's cell labels
-    and the consensus labels; ties go to the smaller k). ``init`` / ``n_init``: as in ``fit``
+    and the consensus labels; ties go to the smaller k). ``init`` / ``n_init`` / ``bootstrap_seed``: as in ``fit``
     (each filter setting gets its own consensus start). Returns a ``SweepResult``.
     """
     plan = _SweepPlan.make(adata, ks, min_mafs, filter_germline, min_cell_coverage=min_cell_coverage,
                            n_bootstrap=n_bootstrap, bootstrap_fraction=bootstrap_fraction, n_cycles=n_cycles, mode=mode,
                            seed=seed, method=method, tol=tol, l2=l2, criterion=criterion, min_allele_reads=min_allele_reads,
-                           init=init, n_init=n_init)
+                           init=init, n_init=n_init, bootstrap_seed=bootstrap_seed)
     return plan.select([plan.fit_k(k) for k in plan.ks])
 
 
@@ -173,7 +189,8 @@ class _SweepPlan:
 
     @classmethod
     def make(cls, adata, ks, min_mafs, filter_germline, *, min_cell_coverage, n_bootstrap, bootstrap_fraction, n_cycles,
-             mode, seed, method, tol, l2, criterion, min_allele_reads, init="consensus", n_init=10) -> "_SweepPlan":
+             mode, seed, method, tol, l2, criterion, min_allele_reads, init="consensus", n_init=10,
+             bootstrap_seed=None) -> "_SweepPlan":
         _check_options(n_bootstrap, bootstrap_fraction, n_cycles, method, tol, l2, init, n_init)
         if criterion not in CRITERIA:
             raise ValueError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
@@ -200,11 +217,12 @@ class _SweepPlan:
                 except ValueError as exc:
                     filters.append((maf, germ, None, None, str(exc)))
 
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(_bootstrap_seed(bootstrap_seed, seed, init))
         boots = {i: bootstrap_masks(f[3], n_bootstrap, bootstrap_fraction, rng) for i, f in enumerate(filters) if f[2] is not None}
         params = dict(n_bootstrap=n_bootstrap, bootstrap_fraction=bootstrap_fraction, n_cycles=n_cycles, mode=mode,
                       seed=seed, method=method, tol=tol, l2=l2, min_cell_coverage=min_cell_coverage,
-                      min_allele_reads=min_allele_reads, init=init, n_init=n_init)
+                      min_allele_reads=min_allele_reads, init=init, n_init=n_init,
+                      bootstrap_seed=_bootstrap_seed(bootstrap_seed, seed, init))
         return cls(adata, ks, M, W, filters, boots, params, criterion)
 
     def fit_k(self, k: int) -> tuple[list, list]:
