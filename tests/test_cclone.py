@@ -147,6 +147,7 @@ def test_bad_input(sim):
         (ad, {"bootstrap_fraction": 0.0}, "bootstrap_fraction"),
         (ad, {"method": "lbfgs"}, "unknown method"),
         (ad, {"mode": "bulk"}, "mode"),
+        (ad, {"bootstrap_seed": -1}, "bootstrap_seed"),
     ]
     for data, kw, message in cases:
         args = {"k": 2, **kw}
@@ -163,6 +164,22 @@ def test_bad_input(sim):
     small = cclone.fit(ad, 2, n_bootstrap=2, n_cycles=5)
     with pytest.raises(ValueError, match="celltype_x"):
         cclone.annotate(small, "celltype_x", healthy=["a"], cancer=["b"])
+
+
+def test_consensus_average_does_not_depend_on_the_seed(sim, fitted):
+    """With the consensus start the bootstraps' subsets are a fixed design (bootstrap_seed=0):
+    another seed draws other random starts but reaches the same basin, so the same labels and
+    nearly the same average; CCLONE's own procedure draws the subsets from the seed."""
+    other = cclone.fit(sim.to_anndata(), 2, n_bootstrap=12, n_cycles=60, seed=5)
+    assert other.uns["cclone"]["bootstrap_seed"] == 0
+    C0, C1 = np.asarray(fitted.obsm["C"]), np.asarray(other.obsm["C"])
+    if np.abs(C0 - C1).max() > np.abs(C0 - C1[:, ::-1]).max():  # factor order is arbitrary
+        C1 = C1[:, ::-1]
+    # same subsets, same basin: the averages differ only by where each 60-cycle fit stopped
+    assert cclone.adjusted_rand_index(C0.argmax(1), C1.argmax(1)) >= 0.99
+    np.testing.assert_allclose(C1, C0, atol=0.1)
+    random = cclone.fit(sim.to_anndata(), 2, n_bootstrap=2, n_cycles=5, seed=5, init="random")
+    assert random.uns["cclone"]["bootstrap_seed"] == 5
 
 
 def test_real_patient_agrees_with_published_fit(cclone_dir):
