@@ -87,7 +87,7 @@ def consensus_start(M, W, k: int, row_mask: np.ndarray, col_mask: np.ndarray, *,
     call each) until the lowest-loss partition of the cells (argmax C, ARI >= 0.99) was reached from
     ``hits`` starts, or ``max_init`` (default 10 · n_init) starts were spent: near-equal optima
     (patient A4 at k = 3) otherwise give a different start, and average, for every seed."""
-    from ._metrics import adjusted_rand_index
+    from ._metrics import recurrences
 
     max_init = 10 * n_init if max_init is None else max_init
     rows = np.flatnonzero(row_mask)
@@ -101,10 +101,7 @@ def consensus_start(M, W, k: int, row_mask: np.ndarray, col_mask: np.ndarray, *,
         Cs += list(res.state.C[ok]); Vs += list(res.state.V[ok]); losses += list(last[ok])  # noqa: E702
         if not losses:
             continue
-        best = int(np.argmin(losses))
-        ref = Cs[best][rows].argmax(axis=1)
-        n_hits = sum(adjusted_rand_index(ref, C[rows].argmax(axis=1)) >= 0.99 for C in Cs)
-        if n_hits >= hits:
+        if recurrences([C[rows].argmax(axis=1) for C in Cs], int(np.argmin(losses))) >= hits:
             break
     if not losses:
         raise FloatingPointError("every weighted-NMF start diverged; check M and W for NaN/inf")

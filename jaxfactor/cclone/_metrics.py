@@ -35,3 +35,11 @@ def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
     if max_index == expected:  # both labelings trivial (one cluster, or all singletons)
         return 1.0
     return float((sum_ij - expected) / (max_index - expected))
+
+
+def recurrences(labelings, best: int, min_ari: float = 0.99) -> int:
+    """How many of ``labelings`` (one label vector per fit, ``best`` among them) partition the
+    cells as ``labelings[best]`` does (ARI >= ``min_ari``, itself included): how often random
+    starts reached the best optimum, the stopping rule of the restart searches."""
+    ref = labelings[best]
+    return sum(adjusted_rand_index(ref, lab) >= min_ari for lab in labelings)

@@ -75,6 +75,14 @@ def _choose(rows, score, better):
     return table, pick
 
 
+def _deciding(rows, criterion: str, done: set, margin: float = 10.0) -> list:
+    """Candidates whose score is within ``margin`` nats of the best (BIC/AIC halved to the log
+    scale) and not yet in ``done``: the K whose restarts decide the answer."""
+    sign = -0.5 if criterion in ("bic", "aic") else 1.0
+    score = np.array([sign * row[criterion] for row in rows])
+    return [int(g) for g in np.flatnonzero(score >= score.max() - margin) if g not in done]
+
+
 def _order_by_size(prob):
     """Clone order: largest first (so labels do not depend on which start won)."""
     return np.argsort(-prob.sum(axis=0), kind="stable")
@@ -112,7 +120,7 @@ def fit_allele(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: fl
     agree (ARI 1.0 on A4 and A9). Fits run one after another (batching them with ``vmap`` turns the
     entry gathers into batched gathers, slower per fit)."""
     from .. import fit
-    from ..cclone import adjusted_rand_index
+    from ..cclone._metrics import recurrences
     from ..mixture._allele_em import allele_counts, allele_em, allele_em_hparams, allele_em_posterior
 
     t0 = time.perf_counter()
@@ -154,19 +162,19 @@ def fit_allele(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: fl
         keep = np.argsort(o)[:max(2, -(-n_init // 4))] if n_init > 1 else [0]
         second = [short(hps[g], short(hps[g], runs[s].state).state) for s in keep]
         order = np.argsort([float(r.trace[-1]) for r in second])[:max(1, int(n_converge))]
-        pools[g] += [fit(fast, screen_data, hps[g], keys[0], state0=second[s].state, max_iter=max_iter, tol=tol,
-                         chunk_size=10) for s in order]
-        pools[g].sort(key=lambda r: float(r.trace[-1]))
+        for s in order:
+            r = fit(fast, screen_data, hps[g], keys[0], state0=second[s].state, max_iter=max_iter, tol=tol, chunk_size=10)
+            pools[g].append((float(r.trace[-1]), r, labels(r.state, hps[g])))
+        pools[g].sort(key=lambda e: e[0])
         n_used[g] += n_init
 
     def hits(g):
-        """How many converged starts reached the best optimum's partition of the cells (ARI >= 0.99)."""
-        best = np.asarray(labels(pools[g][0].state, hps[g]))
-        return sum(adjusted_rand_index(best, np.asarray(labels(r.state, hps[g]))) >= 0.99 for r in pools[g])
+        """How many converged starts reached the best optimum's partition of the cells."""
+        return recurrences([e[2] for e in pools[g]], 0)
 
     def refit(g, k):
         t1 = time.perf_counter()
-        res = fit(fast, data, hps[g], keys[0], state0=pools[g][0].state, max_iter=max_iter, tol=tol, chunk_size=10)
+        res = fit(fast, data, hps[g], keys[0], state0=pools[g][0][1].state, max_iter=max_iter, tol=tol, chunk_size=10)
         r, ll, s1, s0, evidence = _posterior(res.state, data, hps[g])
         ll = float(ll)
         n_par = k * J + (k - 1) + (J if site_dropout else 1) + 1
@@ -179,7 +187,6 @@ def fit_allele(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: fl
 
     if criterion not in ("evidence", "bic", "aic"):
         raise ValueError(f"criterion {criterion!r} is not available for method 'allele'; use 'evidence', 'bic' or 'aic'")
-    sign = 1.0 if criterion == "evidence" else -0.5  # on the log scale, higher is better
     for g in range(len(ks)):
         batch(g)
     t_screen = time.perf_counter() - t0
@@ -192,13 +199,8 @@ def fit_allele(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: fl
     # it, until its best optimum (same partition of the cells) was reached from 3 starts or max_init
     # starts were spent. Flat likelihoods with near-equal optima (real data) otherwise give a
     # different partition for every seed; clear structure stops after the first batch.
-    margin = 10.0
     done = set()
-    while True:
-        score = np.array([sign * row[criterion] for row in rows])
-        todo = [g for g in np.flatnonzero(score >= score.max() - margin) if g not in done]
-        if not todo:
-            break
+    while todo := _deciding(rows, criterion, done):
         for g in todo:
             before = n_used[g]
             while hits(g) < 3 and n_used[g] < max(max_init, n_init):
@@ -246,7 +248,7 @@ def fit_binomial(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: 
     restarts were spent (patient A4: one batch of 10 gave a different partition for every seed)."""
     import warnings
 
-    from ..cclone import adjusted_rand_index
+    from ..cclone._metrics import recurrences
     from ..mixture import fit_binomial_mixture
 
     if criterion not in ("elbo", "bic"):
@@ -277,20 +279,15 @@ def fit_binomial(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: 
         if log:
             log(f"  K={k}: ELBO {res.elbo:.1f}, log-likelihood {res.log_likelihood:.1f}, {res.n_iter} iterations, "
                 f"{rows[-1]['seconds']:.2f} s")
-    sign = 1.0 if criterion == "elbo" else -0.5
     done = set()
-    while True:
-        score = np.array([sign * r[criterion] for r in rows])
-        todo = [g for g in np.flatnonzero(score >= score.max() - 10.0) if g not in done]
-        if not todo:
-            break
+    while todo := _deciding(rows, criterion, done):
         for g in todo:
             done.add(g)
             t1 = time.perf_counter()
             while True:
-                best = max(fits[g], key=lambda r: r.elbo)
-                ref = best.clone_prob.argmax(axis=1)
-                hits = sum(adjusted_rand_index(ref, r.clone_prob.argmax(axis=1)) >= 0.99 for r in fits[g])
+                i = int(np.argmax([r.elbo for r in fits[g]]))
+                best = fits[g][i]
+                hits = recurrences([r.clone_prob.argmax(axis=1) for r in fits[g]], i)
                 if hits >= 2 or len(fits[g]) * n_init >= max(max_init, n_init):
                     break
                 fits[g].append(run(ks[g], len(fits[g])))
