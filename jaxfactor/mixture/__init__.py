@@ -15,9 +15,10 @@ from ._binomial import (
     fit_binomial_mixture, fit_binomial_mixture_anndata,
 )
 from ._em import CellData, EMModel, cell_data, em_algorithm
+from .._kmeans import kmeans_plusplus
 from ._gmm import (
     GMMCollapseWarning, GMMHparams, GMMParams, GMMResult, GMMStats, estimate_log_gaussian_prob, fit_gmm, gmm, gmm_em,
-    kmeans_plusplus, posterior,
+    posterior,
 )
 from ._ppca import (
     PPCAClosedForm, PPCAHparams, PPCAMoments, PPCAParams, PPCAResult, fit_ppca, ppca, ppca_closed_form, ppca_data,

@@ -34,7 +34,7 @@ float32) — a Cholesky factor with ``min L_jj² <= ε · max Σ_jj``, or a vari
 error of ``E[x²] − μ²`` — that component keeps its previous covariance and precision Cholesky
 factor.
 
-Inits: ``"kmeans++"`` (D² seeding, Arthur & Vassilvitskii, SODA 2007) or
+Inits: ``"kmeans++"`` (D² seeding, Arthur & Vassilvitskii, SODA 2007; ``jaxfactor._kmeans``) or
 ``"random_from_data"`` (k distinct samples) choose k centres; every sample is assigned to its
 nearest centre and one M-step on those hard responsibilities gives the initial parameters.
 
@@ -65,6 +65,7 @@ from .._cells import CELLS, REPL, ROWS, check_cell_mesh
 from .._fit import fit as _fit
 from .._fit import fit_batch as _fit_batch
 from .._fit import fit_many as _fit_many
+from .._kmeans import kmeans_plusplus, nearest_centre
 from .._registry import register_example
 from .._validate import as_matrix, check_nonnegative_float, check_positive_int
 from ._em import EMModel, cell_data, em_algorithm, on_cells, split_cells
@@ -245,29 +246,6 @@ def _m_step(stats: GMMStats, X, hp: GMMHparams, cov_type) -> GMMParams:
 # --------------------------------------------------------------------------- inits
 
 
-def kmeans_plusplus(key, X, n_components):
-    """Indices of k centres by D² sampling (Arthur & Vassilvitskii, SODA 2007).
-
-    The first centre is uniform over the samples; each next one is drawn with probability
-    proportional to the squared distance to the nearest centre chosen so far.
-    """
-    n = X.shape[0]
-    keys = jax.random.split(key, n_components)
-    i0 = jax.random.randint(keys[0], (), 0, n)
-    d2 = jnp.sum((X - X[i0]) ** 2, axis=1)
-    idx = jnp.zeros((n_components,), jnp.int32).at[0].set(i0.astype(jnp.int32))
-
-    def body(j, carry):
-        idx, d2 = carry
-        logits = jnp.where(jnp.any(d2 > 0), jnp.log(d2), 0.0)  # all duplicates: uniform
-        i = jax.random.categorical(keys[j], logits)
-        d2 = jnp.minimum(d2, jnp.sum((X - X[i]) ** 2, axis=1))
-        return idx.at[j].set(i.astype(jnp.int32)), d2
-
-    idx, _ = lax.fori_loop(1, n_components, body, (idx, d2))
-    return idx
-
-
 def _make_init(n_components, cov_type, init, block_size):
     if init not in INITS:
         raise ValueError(f"unknown GMM init {init!r}; choose one of {', '.join(INITS)} or pass weights/means/precisions_init")
@@ -275,14 +253,13 @@ def _make_init(n_components, cov_type, init, block_size):
     def init_fn(key, X, hp):
         n, d = X.shape
         if init == "kmeans++":
-            idx = kmeans_plusplus(key, X, n_components)
+            idx = kmeans_plusplus(key, X, n_components)  # shared with jaxfactor's k-means
         else:
             idx = jax.random.choice(key, n, (n_components,), replace=False)
         centers = X[idx]
 
         def fn(Xb):
-            d2 = jnp.sum(Xb * Xb, axis=1)[:, None] - 2.0 * Xb @ centers.T + jnp.sum(centers**2, axis=1)[None]
-            resp = jax.nn.one_hot(jnp.argmin(d2, axis=1), n_components, dtype=X.dtype)
+            resp = jax.nn.one_hot(nearest_centre(Xb, centers)[0], n_components, dtype=X.dtype)
             return _block_stats(Xb, resp, centers, cov_type)
 
         R, sx, sxx = _blocked_sum(fn, (X,), block_size)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ._cluster import kmeans as kmeans_labels
+from .._kmeans import kmeans as kmeans_labels
 from ._cclone_task import PipelineOutcome, selection_records
 from ._resume import PointCache, fit_sweep
 from ._schema import Field
@@ -129,7 +129,7 @@ class VAETask:
             if loaded.labels is not None:
                 from ..cclone import adjusted_rand_index
 
-                kmeans = kmeans_labels(z, int(np.unique(loaded.labels).size), seed=seed, n_iter=300)
+                kmeans = kmeans_labels(z, int(np.unique(loaded.labels).size), seed=seed, max_iter=300)
                 row["ari"] = adjusted_rand_index(kmeans, loaded.labels)
             return row, (fit, z, kmeans)
 

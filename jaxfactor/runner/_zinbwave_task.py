@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._cclone_task import PipelineOutcome, selection_records
-from ._cluster import kmeans
+from .._kmeans import kmeans
 from ._resume import PointCache, fit_sweep
 from ._schema import Field
 
@@ -62,7 +62,7 @@ def kmeans_ari(W: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
     """Adjusted Rand index of k-means on W (k = number of labels) against the labels."""
     from ..cclone import adjusted_rand_index
 
-    return float(adjusted_rand_index(kmeans(W, len(np.unique(labels)), seed=seed, n_iter=100), labels))
+    return float(adjusted_rand_index(kmeans(W, len(np.unique(labels)), seed=seed, max_iter=100), labels))
 
 
 class ZINBWaveTask:
