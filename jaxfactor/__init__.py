@@ -1,14 +1,19 @@
 """jaxfactor: statistical models of single-cell analysis as pure JAX functions.
 
-Public API: the algorithm contract (``Algorithm``, ``FitResult``), the shared fit loop
-(``fit``, ``fit_fixed``, ``fit_many``, ``hparam_grid``), and the model modules
-(``jaxfactor.nmf``), data adapters and simulators (``jaxfactor.data``).
+Public API: every model family through one protocol (``family(name).fit(data, n_components, ...)``
+returns a ``Fitted`` model with ``to_anndata``, ``transform`` / ``predict``, ``scores``, ``save``;
+``load(path)``; ``families()`` lists them), the algorithm contract (``Algorithm``, ``FitResult``),
+the shared fit loop (``fit``, ``fit_fixed``, ``fit_many``, ``hparam_grid``), the model modules
+(``jaxfactor.nmf``, ``mixture``, ``models``, ``zinbwave``, ``cclone``, ``clones``), data adapters
+and simulators (``jaxfactor.data``).
 """
 
 from ._base import Algorithm, ConvergenceWarning, FitResult
 from ._cells import cell_mesh
 from ._fit import FitManyResult, fit, fit_batch, fit_fixed, fit_many, fit_restarts, hparam_grid
 from ._registry import registered
+from ._families import families, family, load
+from ._protocol import Fitted, Score
 from . import data, mixture, nmf  # noqa: E402  (registers the algorithms)
 
 __version__ = "0.1.0"
@@ -24,6 +29,6 @@ def __getattr__(name):
 
 
 __all__ = [
-    "Algorithm", "ConvergenceWarning", "cell_mesh", "FitManyResult", "cclone", "clones", "zinbwave", "FitResult", "__version__", "data", "fit", "fit_batch", "fit_fixed", "fit_many", "fit_restarts", "hparam_grid",
+    "Fitted", "Score", "families", "family", "load", "Algorithm", "ConvergenceWarning", "cell_mesh", "FitManyResult", "cclone", "clones", "zinbwave", "FitResult", "__version__", "data", "fit", "fit_batch", "fit_fixed", "fit_many", "fit_restarts", "hparam_grid",
     "mixture", "nmf", "registered",
 ]

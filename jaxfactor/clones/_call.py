@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import scipy.sparse as sp
 
 METHODS = ("allele", "binomial", "cclone")
 DEFAULT_CANDIDATES = (2, 3, 4, 5, 6)
@@ -41,28 +40,9 @@ DEFAULT_N_INIT = {"allele": 20, "binomial": 10, "cclone": 10}
 
 def _layers(adata):
     """(ref, alt) from layers REF/ALT, or ALT (or AD) with DP; validated counts, input untouched."""
-    from ..data import check_allele_counts
-    from ..data._variants import _as_counts
+    from .._inputs import allele_layers
 
-    if not (hasattr(adata, "obs") and hasattr(adata, "layers")):
-        raise ValueError(f"expected an AnnData (cells x variants) with layers 'REF' and 'ALT', got {type(adata).__name__}")
-    layers = set(adata.layers.keys())
-    alt_name = "ALT" if "ALT" in layers else ("AD" if "AD" in layers else None)
-    if "REF" not in layers and alt_name and "DP" in layers:
-        if adata.n_obs == 0 or adata.n_vars == 0:
-            raise ValueError(f"adata is empty ({adata.n_obs} cells x {adata.n_vars} variants)")
-        alt = _as_counts(adata.layers[alt_name], alt_name)
-        dp = _as_counts(adata.layers["DP"], "DP")
-        a, d = (sp.csr_matrix(alt), sp.csr_matrix(dp)) if sp.issparse(alt) or sp.issparse(dp) else (alt, dp)
-        ref = d - a
-        neg = (ref.data < 0).sum() if sp.issparse(ref) else (ref < 0).sum()
-        if neg:
-            raise ValueError(f"{alt_name} exceeds DP in {int(neg)} entries; DP must be the total REF + ALT reads per cell and variant")
-        if sp.issparse(ref):
-            ref = sp.csr_matrix(ref)
-            ref.eliminate_zeros()
-        return ref, a
-    return check_allele_counts(adata)
+    return allele_layers(adata)
 
 
 def _candidates(n_clones) -> list[int]:

@@ -303,7 +303,8 @@ def fit_binomial(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: 
     af = res.clone_af[:, order]
     lo, hi = _beta_interval(af, res.af_alpha[:, order], res.af_beta[:, order])
     return MethodFit(res.clone_prob[:, order], af, lo, hi, table, criterion,
-                     {"weights": res.weights[order], "n_init": int(n_init), "n_init_used": int(rows[pick]["n_init"]),
+                     {"weights": res.weights[order], "af_alpha": res.af_alpha[:, order], "af_beta": res.af_beta[:, order],
+                      "n_init": int(n_init), "n_init_used": int(rows[pick]["n_init"]),
                       "best_optimum_hits": int(rows[pick]["best_optimum_hits"]), "hits_needed": 2})
 
 

@@ -201,41 +201,17 @@ def _predict_load(run_dir, fitted, config):
         cols = ", ".join(map(str, u["X_columns"])) or "a design matrix"
         raise ValueError(f"this zinbwave run has cell covariates ({cols}); predict supports intercept-only cell designs "
                          "(use jaxfactor.zinbwave.transform with the new cells' obs)")
-    params = {"beta_mu": res.beta_mu, "beta_pi": res.beta_pi, "alpha_mu": res.alpha_mu, "alpha_pi": res.alpha_pi,
-              "zeta": res.zeta, "V": res.V, **res.hparams._asdict()}
+    from ..factorization._zinb_model import gene_params
+
+    params = gene_params(res)
     return params, {"zero_inflation": bool(res.zero_inflation), "max_iter": 100, "tol": 1e-8}
 
 
 def _predict_kernel(p, Y, *, zero_inflation, max_iter, tol):
-    """The cell-wise block of ``transform`` (ridge start, then Fisher-scoring blocks on γ_μ, γ_π,
-    W to a relative change of the batch's PLL below ``tol``) on one fixed-size batch.
+    """The family's cell-wise kernel (:func:`jaxfactor.factorization._zinb_model.cell_kernel`)."""
+    from ..factorization._zinb_model import cell_kernel
 
-    All-zero rows (the driver's padding, or empty cells in DATA) are solved as a copy of the
-    batch's last non-empty cell, so they neither give NaN nor keep the batch iterating, and
-    their outputs are then replaced: W = 0 and γ = NaN. For an all-zero cell the penalised
-    likelihood increases without bound as log μ → −∞ (the γ_μ intercept is unpenalised), where
-    W drops out of the likelihood: its maximiser is the penalty's, W = 0, and γ has no finite
-    value. (The fit drops such cells; predict keeps every cell of DATA, flagged.)"""
-    import jax.numpy as jnp
-
-    from ..factorization._zinb import ZINBData, ZINBHparams, ZINBState
-    from ..factorization._zinb_fit import _transform_fn
-
-    n, J = Y.shape
-    dt = Y.dtype
-    L, K = p["V"].shape[1], p["alpha_mu"].shape[0]
-    nonzero = jnp.any(Y > 0, axis=1)
-    last = n - 1 - jnp.argmax(nonzero[::-1])  # the batch's last non-empty cell (any row if none)
-    Ys = jnp.where(nonzero[:, None], Y, Y[last][None, :])
-    gene = ZINBState(p["beta_mu"], p["beta_pi"], jnp.zeros((L, 0), dt), jnp.zeros((L, 0), dt), jnp.zeros((0, K), dt),
-                     p["alpha_mu"], p["alpha_pi"], p["zeta"])
-    hp = ZINBHparams(*(p[k] for k in ZINBHparams._fields))
-    data = ZINBData(Ys, jnp.ones((n, 1), dt), p["V"])
-    W, gamma_mu, gamma_pi, n_iter = _transform_fn(zero_inflation, max_iter)(gene, data, hp, jnp.asarray(tol, dt))
-    keep = nonzero[:, None]
-    return {"W": jnp.where(keep, W, 0.0), "gamma_mu": jnp.where(keep, gamma_mu.T, jnp.nan),
-            "gamma_pi": jnp.where(keep, gamma_pi.T, jnp.nan), "all_zero": ~nonzero,
-            "n_iter": jnp.broadcast_to(n_iter, (n,))}
+    return cell_kernel(p, Y, zero_inflation=zero_inflation, max_iter=max_iter, tol=tol)
 
 
 def _predict_write(out, res, params, static):

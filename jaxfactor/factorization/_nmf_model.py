@@ -1,0 +1,113 @@
+"""NMF and its fitted-model protocol (:class:`jaxfactor.Fitted`): ``NMFModel.fit(data, n_components)``.
+
+``transform`` solves the W half of the problem for new cells with H fixed,
+``min_{W ≥ 0} ½‖X − WH‖²_F + l1_W ΣW + ½ l2_W ‖W‖²_F``, by hierarchical alternating least
+squares (HALS: exact coordinate updates of one column of W at a time, Cichocki & Phan, IEICE
+Trans. Fundamentals 92(3), 2009): ``W[:, j] ← max(0, W[:, j] + (XHᵀ − W HHᵀ − l1_W)[:, j] /
+((HHᵀ)_jj + l2_W))``; for the KL objective, the W half of Lee & Seung's multiplicative update.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._protocol import Fitted, Score, vocabulary
+
+TRANSFORM_SWEEPS = 200
+
+
+def _anndata(X, **obs):
+    import anndata
+    import pandas as pd
+
+    X = np.asarray(X, np.float32)
+    return anndata.AnnData(X=X, obs=pd.DataFrame(obs, index=[f"cell{i}" for i in range(X.shape[0])]),
+                           var=pd.DataFrame(index=[f"gene{j}" for j in range(X.shape[1])]))
+
+
+def _hals_W(X, H, l1, l2, sweeps: int):
+    HHt, XHt = H @ H.T, X @ H.T
+    k = H.shape[0]
+    W0 = jnp.maximum(XHt / jnp.maximum(jnp.diag(HHt), 1e-12), 0.0) / k
+
+    def sweep(_, W):
+        def col(j, W):
+            step = (XHt[:, j] - W @ HHt[:, j] - l1) / jnp.maximum(HHt[j, j] + l2, 1e-12)
+            return W.at[:, j].set(jnp.maximum(W[:, j] + step, 0.0))
+
+        return jax.lax.fori_loop(0, k, col, W)
+
+    return jax.lax.fori_loop(0, sweeps, sweep, W0)
+
+
+def _kl_W(X, H, l1, l2, sweeps: int):
+    from ..numerics import safe_div
+
+    W = jnp.full((X.shape[0], H.shape[0]), jnp.maximum(jnp.mean(X), 1e-3) / H.shape[0], X.dtype)
+    colsum = jnp.sum(H, axis=1)[None, :]
+
+    def body(_, W):
+        ratio = safe_div(X, W @ H)
+        return W * safe_div(ratio @ H.T, colsum + l1 + l2 * W)
+
+    return jax.lax.fori_loop(0, sweeps, body, W)
+
+
+class NMFModel(Fitted):
+    """A fitted NMF ``X ≈ W H`` (``result``: :class:`jaxfactor.nmf.NMFResult`)."""
+
+    family = "nmf"
+    inputs = "nonnegative"
+    has_labels = True  # the dominant factor of each cell
+
+    @classmethod
+    def fit(cls, data, n_components=None, *, layer=None, n_init=1, max_iter=200, tol=1e-4, seed=0, mesh=None,
+            progress=False, method="mu", init="nndsvda", l1_W=0.0, l2_W=0.0, l1_H=0.0, l2_H=0.0, **aliases):
+        from .._inputs import read
+        from ._nmf_api import fit as nmf_fit
+
+        n_components, n_init, max_iter = vocabulary("nmf", n_components, n_init, aliases, max_iter)
+        inp = read(data, "nonnegative", layer)
+        res = nmf_fit(inp.X, n_components, method=method, init=init, max_iter=max_iter, tol=tol, n_restarts=n_init,
+                      seed=seed, l1_W=l1_W, l2_W=l2_W, l1_H=l1_H, l2_H=l2_H, progress=progress, mesh=mesh)
+        settings = dict(n_components=int(n_components), n_init=int(n_init), max_iter=int(max_iter), tol=float(tol),
+                        seed=int(seed), method=method, init=init, l1_W=l1_W, l2_W=l2_W, l1_H=l1_H, l2_H=l2_H,
+                        layer=layer, named_variables=inp.named)
+        return cls(res, inp.obs_names, inp.var_names, settings)
+
+    @classmethod
+    def simulate(cls, seed: int = 0):
+        from ..data import simulate_nmf
+
+        sim = simulate_nmf(120, 40, 3, seed=seed)
+        return _anndata(sim.X, truth=np.asarray(sim.W).argmax(axis=1).astype(str))
+
+    def params(self):
+        s = self.settings
+        return {"H": np.asarray(self.result.H), "l1": np.asarray(float(s["l1_W"])), "l2": np.asarray(float(s["l2_W"]))}
+
+    def static(self):
+        return {"kl": self.settings["method"] == "kl"}
+
+    @staticmethod
+    def kernel(p, X, *, kl: bool):
+        H = p["H"].astype(X.dtype)
+        W = (_kl_W if kl else _hals_W)(X, H, p["l1"], p["l2"], TRANSFORM_SWEEPS)
+        return {"embedding": W}
+
+    def scores(self):
+        return {"objective": Score("objective", float(self.result.objective), False)}
+
+    def _cell_outputs(self):
+        W = np.asarray(self.result.W, np.float32)
+        return {"embedding": W, "label": W.argmax(axis=1)}
+
+    def _var_outputs(self):
+        return {"components": np.asarray(self.result.H, np.float32).T}
+
+    def _uns(self):
+        r = self.result
+        return {"trace": np.asarray(r.trace), "trace_iter": np.asarray(r.trace_iter), "n_iter": int(r.n_iter),
+                "converged": bool(r.converged), "restart_objectives": np.asarray(r.restart_objectives)}

@@ -1,0 +1,82 @@
+"""The NumPyro allele-count model (:mod:`jaxfactor.models._allele`) as a fitted-model family
+(:class:`jaxfactor.Fitted`): ``AlleleModel.fit(adata, n_components)`` fits it by SVI
+(:func:`jaxfactor.models.fit_allele_svi`); the kernel gives new cells' posterior clone
+probabilities ``r_ik ∝ π_k Π_j p(ALT_ij | DP_ij, f_kj, δ, ε)`` and their marginal log-likelihood,
+with every fitted parameter held fixed (:func:`jaxfactor.models.clone_responsibilities`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._protocol import Score
+from ..mixture._models import AlleleFitted, filter_settings
+
+
+class AlleleModel(AlleleFitted):
+    """A fitted allele-count model (``result``: :class:`jaxfactor.models.AlleleFit`)."""
+
+    family = "allele_model"
+    batch_size = 8192
+
+    @classmethod
+    def fit(cls, data, n_components=None, *, layer=None, n_init=3, max_iter=2000, tol=None, seed=0, mesh=None,
+            progress=False, likelihood="binomial", guide="delta", lr=0.05, restart_steps=200, batch_size=None,
+            filter=False, min_maf=5.0, filter_germline=True, min_cell_coverage=10.0, **aliases):
+        from .._inputs import allele_layers
+        from ..mixture._models import allele_fit_inputs
+        from .._protocol import vocabulary as _vocab
+        from ._allele_api import check_svi_losses
+        from ._allele_svi import fit_allele_svi
+
+        n_components, n_init, max_iter = _vocab("allele_model", n_components, n_init, aliases, max_iter)
+        cls._one_device(mesh)
+        inp, ad, cells, genes = allele_fit_inputs(data, layer, filter, min_maf, filter_germline, min_cell_coverage)
+        ref, alt = allele_layers(ad)
+        dense = lambda m: m.toarray() if hasattr(m, "toarray") else np.asarray(m)
+        ref, alt = dense(ref), dense(alt)
+        res = fit_allele_svi(alt, ref + alt, n_components, num_steps=max_iter, lr=lr, guide=guide, seed=seed,
+                             likelihood=likelihood, n_restarts=n_init, restart_steps=restart_steps, batch_size=batch_size)
+        check_svi_losses(res.losses)
+        settings = dict(n_components=int(n_components), n_init=int(n_init), max_iter=int(max_iter), seed=int(seed),
+                        likelihood=likelihood, guide=guide, lr=float(lr), restart_steps=int(restart_steps),
+                        batch_size=batch_size, named_variables=inp.named,
+                        **filter_settings(filter, min_maf, filter_germline, min_cell_coverage))
+        return cls(res, inp.obs_names, inp.var_names, settings, cells, genes)
+
+    def params(self):
+        r = self.result
+        p = {"af": np.asarray(r.af, np.float64), "pi": np.asarray(r.pi, np.float64),
+             "dropout": np.asarray(float(r.dropout)), "error": np.asarray(float(r.error))}
+        if r.concentration is not None:
+            p["concentration"] = np.asarray(float(r.concentration))
+        return p
+
+    def static(self):
+        return {"likelihood": self.settings["likelihood"]}
+
+    @staticmethod
+    def kernel(p, ref, alt, *, likelihood):
+        from ._allele import clone_responsibilities
+
+        prob, marg = clone_responsibilities(alt, ref + alt, p["af"], p["pi"], p["dropout"], p["error"],
+                                            likelihood=likelihood, concentration=p.get("concentration"))
+        return {"proba": prob, "log_likelihood": marg}
+
+    def scores(self):
+        r = self.result
+        return {"elbo": Score("elbo", float(-np.asarray(r.losses)[-1]), True),
+                "log_likelihood": Score("log_likelihood", float(r.log_likelihood), True)}
+
+    def _cell_outputs(self):
+        q = np.asarray(self.result.clone_prob, np.float32)
+        return {"proba": q, "label": q.argmax(axis=1)}
+
+    def _var_outputs(self):
+        return {"af": np.asarray(self.result.af, np.float32).T}
+
+    def _uns(self):
+        r = self.result
+        return {"pi": np.asarray(r.pi), "dropout": float(r.dropout), "error": float(r.error),
+                "concentration": None if r.concentration is None else float(r.concentration),
+                "trace": -np.asarray(r.losses)}

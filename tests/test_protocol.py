@@ -1,0 +1,198 @@
+"""Every registered family answers the same five calls — fit, to_anndata, transform/predict, scores,
+save/load — in one vocabulary, and rejects the same bad inputs the same way (one-line ValueError
+before anything is compiled)."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import jaxfactor
+from jaxfactor.cclone import adjusted_rand_index
+
+HEALTHY = ["T cells", "B cells", "NK cells", "Monocytes"]
+CANCER = ["Immature", "Early myeloid"]
+
+# small, quick settings per family: (n_components, options)
+SETTINGS = {
+    "nmf": (3, dict(max_iter=200)),
+    "cclone": (3, dict(n_bootstrap=4, max_iter=30, n_init=2)),
+    "gmm": (3, dict(n_init=2)),
+    "ppca": (2, dict()),
+    "binomial_mixture": (4, dict(n_init=3)),
+    "allele_model": (4, dict(max_iter=300, n_init=2)),
+    "vae": (4, dict(max_iter=5, likelihood="nb")),
+    "zinbwave": (2, dict(max_iter=5)),
+    "clones": (4, dict(celltype_key="celltype", healthy=HEALTHY, cancer=CANCER, n_init=4)),
+}
+
+# how well a fit must find the simulated truth (ARI of its labels), where the family gives labels
+MIN_ARI = {"gmm": 0.9, "binomial_mixture": 0.6, "allele_model": 0.6, "clones": 0.6, "nmf": 0.5}
+
+
+def test_every_family_is_registered_with_settings():
+    assert set(jaxfactor.families()) == set(SETTINGS)
+    for name in jaxfactor.families():
+        fam = jaxfactor.family(name)
+        assert fam.name == name and issubclass(fam.model, jaxfactor.Fitted) and fam.model.family == name
+
+
+@pytest.fixture(scope="module", params=list(SETTINGS))
+def fitted(request):
+    name = request.param
+    fam = jaxfactor.family(name)
+    adata = fam.simulate(0)
+    k, options = SETTINGS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = fam.fit(adata, k, seed=0, **options)
+    return name, adata, model
+
+
+def test_five_calls(fitted, tmp_path):
+    name, adata, model = fitted
+    before = adata.copy()
+    # scores: named, finite, with a declared direction
+    scores = model.scores()
+    assert scores and all(isinstance(s, jaxfactor.Score) and np.isfinite(s.value) for s in scores.values())
+    assert all(isinstance(s.higher_is_better, bool) for s in scores.values())
+    # to_anndata: a new AnnData with namespaced keys, the input untouched
+    out = model.to_anndata(adata)
+    assert out is not adata and out.n_obs == adata.n_obs
+    assert list(adata.obs.columns) == list(before.obs.columns) and set(adata.obsm) == set(before.obsm)
+    assert name in out.uns and "scores" in out.uns[name] and "settings" in out.uns[name]
+    new_obs = set(out.obs.columns) - set(adata.obs.columns)
+    assert all(c.startswith(f"{name}_") for c in new_obs)
+    assert all(k == f"X_{name}" or k.startswith(f"{name}_") for k in set(out.obsm) - set(adata.obsm))
+    assert all(k.startswith(f"{name}_") for k in set(out.varm) - set(adata.varm))
+    if model.has_labels:
+        col = out.obs[f"{name}_label"]
+        assert col.dtype == "category" and all(isinstance(c, str) for c in col.cat.categories)
+    # transform / predict on the training cells (read by variable name), finite, one row per cell
+    rep = model.transform(adata)
+    assert rep.shape[0] == adata.n_obs and np.all(np.isfinite(rep))
+    if model.has_labels:
+        labels = model.predict(adata)
+        assert labels.shape == (adata.n_obs,)
+        if name in MIN_ARI:
+            assert adjusted_rand_index(labels, adata.obs["truth"].astype(str).to_numpy()) >= MIN_ARI[name]
+    else:
+        with pytest.raises(ValueError, match="gives no labels"):
+            model.predict(adata)
+    # variables in another order: matched by name, same answer
+    perm = adata[:, ::-1].copy()
+    assert np.allclose(model.transform(perm), rep, atol=1e-4)
+    # save / load: the same model back
+    path = str(tmp_path / "model")
+    model.save(path)
+    with pytest.raises(ValueError, match="exists"):
+        model.save(path)
+    back = jaxfactor.load(path)
+    assert type(back) is type(model) and back.settings["n_components"] == model.settings["n_components"]
+    assert {k: s.value for k, s in back.scores().items()} == pytest.approx({k: s.value for k, s in scores.items()})
+    assert np.allclose(back.transform(adata), rep, atol=1e-5)
+    # a loaded model writes the same AnnData, also for cells in another order
+    order = np.random.default_rng(0).permutation(adata.n_obs)
+    again = back.to_anndata(adata[order].copy())
+    for key in set(out.obsm) - set(adata.obsm):
+        assert np.allclose(again.obsm[key], out.obsm[key][order], atol=1e-4, equal_nan=True), key
+
+
+def test_deprecated_names_warn(fitted):
+    name, adata, model = fitted
+    if name in ("vae", "zinbwave", "cclone", "clones", "allele_model"):
+        pytest.skip("covered by the quicker families")
+    k, options = SETTINGS[name]
+    old = {"nmf": "n_restarts", "gmm": "n_restarts", "ppca": "n_restarts", "binomial_mixture": "n_clones"}[name]
+    value = 1 if old == "n_restarts" else k
+    kwargs = {**options, old: value}
+    if old == "n_restarts":
+        kwargs.pop("n_init", None)
+    with pytest.warns(DeprecationWarning, match=f"'{old}' is deprecated"):
+        jaxfactor.family(name).fit(adata, None if old != "n_restarts" else k, **kwargs)
+    with pytest.raises(ValueError, match="both"):
+        jaxfactor.family(name).fit(adata, k, **{"n_clones" if old != "n_clones" else "k": k})
+
+
+def _bad_inputs(name, adata):
+    """(description, data, options, expected message) of bad inputs for family ``name``."""
+    fam = jaxfactor.family(name)
+    bad = []
+    if fam.model.inputs == "alleles":
+        ad = adata.copy()
+        alt = ad.layers["ALT"].toarray().astype(float)
+        for what, value, msg in (("NaN", np.nan, "NaN"), ("negative", -1.0, "negative"), ("inf", np.inf, "infinite"),
+                                 ("fractional", 0.5, "non-integer")):
+            a = alt.copy()
+            a[0, 0] = value
+            x = adata.copy()
+            x.layers["ALT"] = a
+            bad.append((what, x, {}, msg))
+        x = adata.copy()
+        del x.layers["REF"]
+        bad.append(("missing layer", x, {}, "REF"))
+        bad.append(("empty", adata[:0].copy(), {}, "empty"))
+        bad.append(("wrong dtype", (np.array([["a"]]), np.array([["b"]])), {}, "integer read counts|dtype"))
+        bad.append(("layer given", adata, {"layer": "counts"}, "does not apply"))
+    else:
+        X = np.asarray(adata.X, float)
+        for what, value, msg in (("NaN", np.nan, "NaN"), ("inf", np.inf, "infinite")):
+            x = X.copy()
+            x[0, 0] = value
+            bad.append((what, x, {}, msg))
+        if fam.model.inputs in ("nonnegative", "counts") or name == "vae":
+            x = X.copy()
+            x[0, 0] = -1.0
+            bad.append(("negative", x, {}, "negative"))
+        bad.append(("empty", X[:0], {}, "empty"))
+        bad.append(("wrong dtype", np.array([["a", "b"], ["c", "d"]]), {}, "numeric"))
+        bad.append(("missing layer", adata, {"layer": "nope"}, "layer 'nope' not in adata.layers"))
+    return bad
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_bad_input_one_line_before_compiling(name):
+    import jax.monitoring
+
+    fam = jaxfactor.family(name)
+    adata = fam.simulate(0)
+    k, options = SETTINGS[name]
+    compiled = []
+
+    def listener(event, duration, **kw):  # every XLA compilation (and jaxpr trace) reports here
+        if event.startswith("/jax/core/compile/"):
+            compiled.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        for what, data, extra, msg in _bad_inputs(name, adata):
+            with pytest.raises(ValueError, match=msg) as err:
+                fam.fit(data, k, **{**options, **extra})
+            assert "\n" not in str(err.value), (name, what)
+            assert not compiled, f"{name}: compiled before refusing {what} input"
+        if name != "clones":  # the clone caller drops K above the cells with reads and says so
+            with pytest.raises(ValueError) as err:
+                fam.fit(adata, 10_000, **options)
+            assert "\n" not in str(err.value)
+            assert not compiled, f"{name}: compiled before refusing n_components=10000"
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_transform_refuses_bad_new_data():
+    fam = jaxfactor.family("gmm")
+    adata = fam.simulate(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = fam.fit(adata, 3)
+    X = np.asarray(adata.X, float)
+    with pytest.raises(ValueError, match="2 variables|fitted on 2"):
+        model.transform(X[:, :1])
+    x = X.copy()
+    x[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.transform(x)
+    renamed = adata.copy()
+    renamed.var_names = ["a", "b"]
+    with pytest.raises(ValueError, match="not in the data"):
+        model.transform(renamed)
