@@ -32,11 +32,9 @@ import time
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .. import __version__
-from ..cclone._assign import cclone_assign
 from ._predictor import PREDICTORS, Predictor, lookup, register
 
 
@@ -51,9 +49,21 @@ def _cclone_load(run_dir, fitted, config):
                                                                   "min_allele_reads": int(m.get("min_allele_reads", 2))}
 
 
+def _kernel(family: str):
+    """The family's own kernel (:class:`jaxfactor.Fitted`): what ``transform`` / ``predict`` run."""
+
+    def kernel(p, *blocks, **static):
+        from .._families import family as get
+
+        return get(family).model.kernel(p, *blocks, **static)
+
+    kernel.__name__ = f"{family}_kernel"
+    return kernel
+
+
 def _cclone_write(out, res, params, static):
-    out.obsm["C"] = res["C"].astype(np.float32)
-    out.obs["cclone_factor"] = res["C"].argmax(axis=1)
+    out.obsm["C"] = res["embedding"].astype(np.float32)
+    out.obs["cclone_factor"] = res["embedding"].argmax(axis=1)
     out.obs["cclone_loss"] = res["loss"].astype(np.float32)
     out.obs["cclone_weight"] = res["weight"].astype(np.float32)
     out.uns["cclone_predict"] = {"k": int(params["V"].shape[1]), **static}
@@ -62,7 +72,7 @@ def _cclone_write(out, res, params, static):
 register("cclone", Predictor(
     inputs=lambda config: ("REF", "ALT"),
     load=_cclone_load,
-    kernel=lambda p, ref, alt, **s: cclone_assign(p["V"], p["l2"], ref, alt, **s),
+    kernel=_kernel("cclone"),
     write=_cclone_write,
 ))
 
@@ -84,14 +94,6 @@ def _gmm_load(run_dir, fitted, config):
     return params, {"cov_type": str(u["covariance_type"])}
 
 
-def _gmm_kernel(p, X, *, cov_type):
-    from ..mixture._gmm import GMMParams, posterior
-
-    params = GMMParams(p["weights"], p["means"], p["covariances"], p["precisions_cholesky"])
-    prob, logp = posterior(params, X, cov_type)
-    return {"proba": prob, "log_likelihood": logp}
-
-
 def _gmm_write(out, res, params, static):
     out.obsm["gmm_proba"] = res["proba"].astype(np.float32)
     out.obs["gmm_label"] = res["proba"].argmax(axis=1).astype(str)
@@ -104,7 +106,7 @@ def _gmm_vars(fitted, config):
     return fitted.var_names
 
 
-register("gmm", Predictor(inputs=_matrix_input, load=_gmm_load, kernel=_gmm_kernel, write=_gmm_write, fitted_vars=_gmm_vars))
+register("gmm", Predictor(inputs=_matrix_input, load=_gmm_load, kernel=_kernel("gmm"), write=_gmm_write, fitted_vars=_gmm_vars))
 
 
 def _binomial_load(run_dir, fitted, config):
@@ -135,19 +137,11 @@ def _binomial_load(run_dir, fitted, config):
     return {"log_af": np.asarray(digamma(s1)) - d12, "log_1maf": np.asarray(digamma(s2)) - d12, "log_w": log_w}, {}
 
 
-def _binomial_kernel(p, ref, alt):
-    from jax.scipy.special import logsumexp
-
-    joint = p["log_w"] + alt @ p["log_af"] + ref @ p["log_1maf"]
-    norm = logsumexp(joint, axis=1, keepdims=True)
-    return {"clone_prob": jnp.exp(joint - norm)}
-
-
 def _clone_write(name):
     def write(out, res, params, static):
         import pandas as pd
 
-        prob = res["clone_prob"].astype(np.float32)
+        prob = res["proba"].astype(np.float32)
         out.obsm["clone_prob"] = prob
         out.obs["clone"] = pd.Categorical(prob.argmax(axis=1), categories=np.arange(prob.shape[1]))
         if "log_likelihood" in res:
@@ -155,7 +149,7 @@ def _clone_write(name):
     return write
 
 
-register("binomial_mixture", Predictor(inputs=lambda config: ("REF", "ALT"), load=_binomial_load, kernel=_binomial_kernel,
+register("binomial_mixture", Predictor(inputs=lambda config: ("REF", "ALT"), load=_binomial_load, kernel=_kernel("binomial_mixture"),
                                        write=_clone_write("binomial_mixture")))
 
 
@@ -168,15 +162,7 @@ def _allele_load(run_dir, fitted, config):
     return params, {"likelihood": "betabinomial" if "concentration" in u else "binomial"}
 
 
-def _allele_kernel(p, ref, alt, *, likelihood):
-    from ..models._allele import clone_responsibilities
-
-    prob, marg = clone_responsibilities(alt, ref + alt, p["af"], p["pi"], p["dropout"], p["error"], likelihood=likelihood,
-                                        concentration=p.get("concentration"))
-    return {"clone_prob": prob, "log_likelihood": marg}
-
-
-register("allele_model", Predictor(inputs=lambda config: ("REF", "ALT"), load=_allele_load, kernel=_allele_kernel,
+register("allele_model", Predictor(inputs=lambda config: ("REF", "ALT"), load=_allele_load, kernel=_kernel("allele_model"),
                                    write=_clone_write("allele_model"), batch_size=8192))
 
 
