@@ -77,6 +77,24 @@ def test_log_prob_against_mpmath_and_in_float32():
         assert np.isfinite(got32) and abs(got32 - want) <= 2e-5 * max(10.0, abs(want)), (y, mu, theta, pi, got32, want)
 
 
+def test_log_prob_is_finite_when_the_gate_is_certain():
+    """π = 1 (logit +inf): log ZINB(0) = log π = 0 exactly and log ZINB(y > 0) = −inf, with finite
+    gradients; π = 0 (logit −inf): the negative binomial."""
+    for x64 in (False, True):
+        with jax.enable_x64(x64):
+            y = jnp.asarray([0.0, 0.0, 3.0])
+            for log_mu, log_theta in ((1.0, 0.5), (-30.0, 8.0), (6.0, -3.0)):
+                for lf in (True, False):
+                    got = np.asarray(zinb_log_prob(y, log_mu, np.inf, log_theta, log_factorial=lf))
+                    np.testing.assert_array_equal(got, [0.0, 0.0, -np.inf])
+                    nb = np.asarray(zinb_log_prob(y, log_mu, 0.0, log_theta, False, log_factorial=lf))
+                    np.testing.assert_allclose(zinb_log_prob(y, log_mu, -np.inf, log_theta, log_factorial=lf), nb,
+                                               rtol=1e-6 if not x64 else 1e-14, atol=1e-6 if not x64 else 0.0)
+                    # (float32: gammaln(1) of log 0! is ~5e-7, not 0, in the NB's y = 0 entry)
+                grads = jax.grad(lambda a, b, z: zinb_log_prob(y[0], a, b, z), (0, 1, 2))(log_mu, np.inf, log_theta)
+                np.testing.assert_array_equal(np.asarray(grads), 0.0)  # d/d(a, b, ζ) of log π = 0
+
+
 def test_block_derivatives_match_autodiff_and_fisher_is_the_expected_information():
     with jax.enable_x64(True):
         ll = lambda a, b, z, y: zinb_log_prob(y, a, b, z)

@@ -13,7 +13,9 @@ variance μ + μ²/θ). With ``s = log(1 + μ/θ) = softplus(a − ζ)`` and ``p
 No term overflows or cancels catastrophically: as θ → ∞, ``θ s → μ`` and ``D → 0`` (computed
 from Stirling's series for θ ≥ 10, not as a difference of two huge ``lgamma``), giving the
 Poisson limit; π → 0 or 1 are the limits of ``softplus``/``logaddexp``; μ → 0 gives
-``l0 → 0``.
+``l0 → 0``. The log-pmf itself, D(y, θ) and its θ-derivatives (``log_rising_ratio``,
+``digamma_diff``, ``trigamma_diff``) are :mod:`jaxfactor._count_lik`'s, shared with the count
+VAE and re-exported here; this module keeps the block updates' fused kernels.
 
 Block updates (gene-wise and cell-wise Newton steps on the linear predictors) use the score in
 (a, b) and the *expected* (Fisher) information, which is positive semi-definite for every
@@ -33,72 +35,14 @@ derivatives (``zeta_derivatives``).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.scipy.special import digamma, gammaln
 
-_BIG = 10.0  # θ at and above which the asymptotic series replace lgamma / digamma differences
+from .._count_lik import digamma_diff, log_rising_ratio, nb_log_prob, trigamma_diff
+from .._count_lik import zinb_log_prob as _zinb_log_prob
 
-
-def _stirling_rest(x):
-    """lgamma(x) − [(x − ½) log x − x + ½ log 2π] for x ≥ 10 (error < 1e-12)."""
-    z = 1.0 / x
-    z2 = z * z
-    return z * (1.0 / 12 - z2 * (1.0 / 360 - z2 * (1.0 / 1260 - z2 / 1680)))
-
-
-def _psi_rest(x):
-    """ψ(x) − log x for x ≥ 10."""
-    z = 1.0 / x
-    z2 = z * z
-    return -0.5 * z - z2 * (1.0 / 12 - z2 * (1.0 / 120 - z2 * (1.0 / 252 - z2 / 240)))
-
-
-def _trigamma_rest(x):
-    """ψ'(x) − 1/x for x ≥ 10."""
-    z = 1.0 / x
-    z2 = z * z
-    return 0.5 * z2 + z * z2 * (1.0 / 6 - z2 * (1.0 / 30 - z2 * (1.0 / 42 - z2 / 30)))
-
-
-def _split(theta):
-    """(large-θ mask, θ safe for the asymptotic branch, θ safe for the direct branch)."""
-    big = theta >= _BIG
-    return big, jnp.where(big, theta, _BIG), jnp.where(big, 1.0, theta)
-
-
-def log_rising_ratio(y, theta):
-    """D(y, θ) = lgamma(y + θ) − lgamma(θ) − y log θ, accurate for every θ > 0.
-
-    θ ≥ 10: ``(y + θ − ½) log1p(y/θ) − y + r(y + θ) − r(θ)`` with r Stirling's remainder; the
-    terms are O(y) and the result → y(y − 1)/(2θ) as θ → ∞, so no precision is lost.
-    """
-    big, tb, ts = _split(theta)
-    asym = (y + tb - 0.5) * jnp.log1p(y / tb) - y + _stirling_rest(y + tb) - _stirling_rest(tb)
-    direct = gammaln(y + ts) - gammaln(ts) - y * jnp.log(ts)
-    return jnp.where(big, asym, direct)
-
-
-def digamma_diff(y, theta):
-    """ψ(y + θ) − ψ(θ)."""
-    big, tb, ts = _split(theta)
-    asym = jnp.log1p(y / tb) + _psi_rest(y + tb) - _psi_rest(tb)
-    return jnp.where(big, asym, digamma(y + ts) - digamma(ts))
-
-
-def trigamma_diff(y, theta):
-    """ψ'(y + θ) − ψ'(θ); below θ = 10 by the recurrence ψ'(x) = ψ'(x + 4) + Σ_{k<4} (x + k)⁻² and
-    the series at x + 4 ≥ 4 (relative error < 1e-7; it only scales the dispersion's Newton step)."""
-    big, tb, ts = _split(theta)
-
-    def asym(t):
-        return -y / (t * (y + t)) + _trigamma_rest(y + t) - _trigamma_rest(t)
-
-    shifted = asym(ts + 4.0)
-    for k in range(4):
-        shifted = shifted + (1.0 / (y + ts + k) ** 2 - 1.0 / (ts + k) ** 2)
-    return jnp.where(big, asym(tb), shifted)
+__all__ = ["digamma_diff", "log_prob_fast", "log_rising_ratio", "partial_log_prob", "score_fisher", "trigamma_diff",
+           "zeta_derivatives", "zinb_log_prob"]
 
 
 def _nb_core(a, zeta):
@@ -131,20 +75,16 @@ def _zi_core(b, l0):
 
 
 def zinb_log_prob(y, log_mu, logit_pi, log_theta, zero_inflation: bool = True, *, log_factorial: bool = True):
-    """log ZINB(y | μ = e^{log_mu}, π = σ(logit_pi), θ = e^{log_theta}), elementwise (broadcasts).
+    """log ZINB(y | μ = e^{log_mu}, π = σ(logit_pi), θ = e^{log_theta}), elementwise (broadcasts):
+    :func:`jaxfactor._count_lik.zinb_log_prob` in ZINB-WaVE's argument order. Finite for
+    ``logit_pi = ±inf`` (π = 1: 0 at y = 0, −inf above).
 
     ``zero_inflation=False`` gives the negative binomial (π = 0; ``logit_pi`` is ignored).
     ``log_factorial=False`` leaves out −log y! (a constant of the fit).
     """
-    theta = jnp.exp(log_theta)
-    s = jax.nn.softplus(log_mu - log_theta)
-    l0 = -theta * s
-    lnb = log_rising_ratio(y, theta) + y * (log_mu - s) + l0
-    if log_factorial:
-        lnb = lnb - gammaln(y + 1.0)
     if not zero_inflation:
-        return lnb
-    return jnp.where(y > 0, lnb, jnp.logaddexp(logit_pi, l0)) - jax.nn.softplus(logit_pi)
+        return nb_log_prob(y, log_mu, log_theta, log_factorial)
+    return _zinb_log_prob(y, log_mu, log_theta, logit_pi, log_factorial)
 
 
 def partial_log_prob(y, a, b, zeta, zero_inflation: bool):

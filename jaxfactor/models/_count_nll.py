@@ -15,36 +15,21 @@ arrays in one sweep and the backward pass only rescales them:
 
 ZINB (``pi = sigmoid(h)``): for ``x > 0`` the NB derivatives stand and ``d/dh = -pi``; for
 ``x = 0`` with ``w = sigmoid(log NB(0) - h)`` (the posterior weight of the NB zero) both NB
-derivatives are multiplied by ``w`` and ``d/dh = (1 - w) - pi``. ``psi`` is the derivative of
-:func:`~jaxfactor.models._likelihoods.lgamma` (same recurrence + asymptotic series). The values
-equal :func:`~jaxfactor.models._likelihoods.nb_log_prob` / ``zinb_log_prob`` summed over genes
-(``normalized=False``: without ``log x!``); the tests compare both values and gradients.
+derivatives are multiplied by ``w`` and ``d/dh = (1 - w) - pi``. ``log Gamma`` and ``psi`` are
+:func:`jaxfactor._count_lik.lgamma_digamma` (branch-free: recurrence + Stirling's series;
+re-exported here). The values equal :func:`jaxfactor._count_lik.nb_log_prob` / ``zinb_log_prob``
+summed over genes (``normalized=False``: without ``log x!``); the tests compare both values and
+gradients.
 """
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+from .._count_lik import lgamma_digamma
 
-
-def lgamma_digamma(z):
-    """``(log Gamma(z), psi(z))`` for ``z > 0``: the recurrence to ``z + 6`` below 6, then the
-    asymptotic series (``psi(w) = log w - 1/(2w) - 1/(12w^2) + 1/(120w^4) - 1/(252w^6)``);
-    ``sum_{k<6} 1/(z+k) = P'(z)/P(z)`` with ``P(z) = z(z+1)...(z+5)``."""
-    small = z < 6.0
-    zs = jnp.where(small, z, 1.0)
-    P = zs * (zs + 1.0) * (zs + 2.0) * (zs + 3.0) * (zs + 4.0) * (zs + 5.0)
-    dP = ((((6.0 * zs + 75.0) * zs + 340.0) * zs + 675.0) * zs + 548.0) * zs + 120.0
-    w = jnp.where(small, z + 6.0, z)
-    lw, r = jnp.log(w), 1.0 / w
-    r2 = r * r
-    lg = (w - 0.5) * lw - w + _HALF_LOG_2PI + r * (1.0 / 12.0 - r2 * (1.0 / 360.0 - r2 / 1260.0))
-    dg = lw - 0.5 * r - r2 * (1.0 / 12.0 - r2 * (1.0 / 120.0 - r2 / 252.0))
-    return lg - jnp.where(small, jnp.log(P), 0.0), dg - jnp.where(small, dP / P, 0.0)
+__all__ = ["lgamma_digamma", "nb_nll", "zinb_nll"]
 
 
 def _nb_sweep(x, u, log_lib, b):

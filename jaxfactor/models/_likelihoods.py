@@ -8,22 +8,21 @@ of scVI (Lopez et al., Nat. Methods 2018) enters additively: ``log mu = log l + 
 - Poisson:  ``log p(x) = x log mu - mu - log Gamma(x + 1)``.
 - Negative binomial, mean ``mu`` and inverse dispersion ``theta`` (variance ``mu + mu^2/theta``):
   ``log Gamma(x + theta) - log Gamma(theta) - log Gamma(x + 1)
-  + theta (log theta - log(theta + mu)) + x (log mu - log(theta + mu))``, with
-  ``log(theta + mu) = logaddexp(log theta, log mu)`` so neither term overflows.
+  + theta (log theta - log(theta + mu)) + x (log mu - log(theta + mu))``, computed with
+  ``s = log(1 + mu/theta) = softplus(log mu - log theta)`` so that no term overflows or cancels.
 - Zero-inflated NB with gate logit ``g`` (``pi = sigmoid(g)`` = probability of a structural
-  zero): ``log p(0) = logaddexp(g, log NB(0)) - softplus(g)`` and
-  ``log p(x > 0) = log NB(x) - softplus(g)`` (the same expression as scVI's
-  ``log_zinb_positive``, rearranged).
+  zero): ``log p(0) = logaddexp(log pi, log(1 - pi) + log NB(0))`` and
+  ``log p(x > 0) = log(1 - pi) + log NB(x)``, ``log(1 - pi) = -softplus(g)`` (the same density as
+  scVI's ``log_zinb_positive``).
 - Bernoulli with logit ``l``: ``x l - softplus(l)`` (``x`` in {0, 1}).
 - Gaussian with mean ``m`` and log scale ``s``: ``-0.5 log(2 pi) - s - 0.5 ((x - m) e^{-s})^2``.
 
-``log Gamma`` is :func:`lgamma`: the recurrence ``log Gamma(z) = log Gamma(z + 6) - log(z (z+1) ...
-(z+5))`` for ``z < 6`` and Stirling's series with three correction terms
-(``1/(12w) - 1/(360w^3) + 1/(1260w^5)``, error below ``2e-9`` for ``w >= 6``). It is branch-free
-and vectorises, where XLA's CPU ``lgamma``/``digamma`` pair costs about 4x more per element, and
-its derivative (digamma) comes from autodiff. The training loss omits the data constant
-``-log x!`` of the count likelihoods (``normalized=False``): it has no gradient and is added back
-on the host for the reported loss.
+The NB/ZINB log-pmfs, ``lgamma`` and ``log_factorial`` are :mod:`jaxfactor._count_lik`'s (one
+implementation shared with ZINB-WaVE; re-exported here). ``lgamma`` is the branch-free one (the
+recurrence to ``z + 6`` and Stirling's series), cheaper than XLA's on the CPU. The training loss
+omits the data constant ``-log x!`` of the count likelihoods (``normalized=False``): it has no
+gradient and is added back on the host for the reported loss; NB and ZINB train through the
+fused kernels of :mod:`jaxfactor.models._count_nll`.
 
 Dispersion ``theta`` (NB, ZINB) and the Gaussian scale are gene-wise parameters (scVI's
 ``dispersion='gene'``); the ZINB gate is an output of the decoder per cell and gene, as in scVI.
@@ -36,54 +35,23 @@ import math
 import jax
 import jax.numpy as jnp
 
+from .._count_lik import lgamma, log_factorial, nb_log_prob, zinb_log_prob
+
+__all__ = [
+    "COUNT_LIKELIHOODS", "LIKELIHOODS", "bernoulli_log_prob", "gaussian_log_prob", "lgamma", "log_factorial",
+    "log_prob", "mean", "nb_log_prob", "poisson_log_prob", "sample", "zinb_log_prob",
+]
+
 COUNT_LIKELIHOODS = ("poisson", "nb", "zinb")
 LIKELIHOODS = ("gaussian", "bernoulli", *COUNT_LIKELIHOODS)
 
 _LOG_2PI = math.log(2.0 * math.pi)
-_SHIFT = 6.0
-
-
-def lgamma(z):
-    """``log Gamma(z)`` for ``z > 0`` (see the module docstring); differentiable, branch-free."""
-    small = z < _SHIFT
-    zs = jnp.where(small, z, 1.0)  # keeps the unused branch finite (and its gradient)
-    corr = jnp.log(zs * (zs + 1.0) * (zs + 2.0) * (zs + 3.0) * (zs + 4.0) * (zs + 5.0))
-    w = jnp.where(small, z + _SHIFT, z)
-    r = 1.0 / w
-    r2 = r * r
-    series = r * (1.0 / 12.0 - r2 * (1.0 / 360.0 - r2 / 1260.0))
-    return (w - 0.5) * jnp.log(w) - w + 0.5 * _LOG_2PI + series - jnp.where(small, corr, 0.0)
-
-
-def log_factorial(x):
-    """``log x!`` of counts."""
-    return lgamma(x + 1.0)
 
 
 def poisson_log_prob(x, log_mu, normalized: bool = True):
+    """``x log mu - mu - log x!`` (``normalized=False``: without ``log x!``)."""
     out = x * log_mu - jnp.exp(log_mu)
     return out - log_factorial(x) if normalized else out
-
-
-def _nb_parts(x, log_mu, log_theta, normalized=True):
-    """(log NB(x), log NB(0)): the second is ``theta (log theta - log(theta + mu))``."""
-    theta = jnp.exp(log_theta)
-    log_theta_mu = jnp.logaddexp(log_theta, log_mu)
-    log_nb0 = theta * (log_theta - log_theta_mu)
-    # x * (log_mu - log_theta_mu) is 0 for x = 0 even when mu underflows
-    count_term = jnp.where(x > 0, x * (log_mu - log_theta_mu), 0.0)
-    log_nb = lgamma(x + theta) - lgamma(theta) + log_nb0 + count_term
-    return (log_nb - log_factorial(x) if normalized else log_nb), log_nb0
-
-
-def nb_log_prob(x, log_mu, log_theta, normalized: bool = True):
-    return _nb_parts(x, log_mu, log_theta, normalized)[0]
-
-
-def zinb_log_prob(x, log_mu, log_theta, gate_logits, normalized: bool = True):
-    log_nb, log_nb0 = _nb_parts(x, log_mu, log_theta, normalized)
-    norm = jax.nn.softplus(gate_logits)
-    return jnp.where(x > 0, log_nb, jnp.logaddexp(gate_logits, log_nb0)) - norm
 
 
 def bernoulli_log_prob(x, logits):
