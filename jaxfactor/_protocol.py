@@ -184,6 +184,8 @@ class Fitted:
     inputs: ClassVar[str] = "matrix"      # "matrix" | "counts" | "alleles": what transform reads
     has_labels: ClassVar[bool] = False    # whether predict gives a label per cell
     batch_size: ClassVar[int] = 4096
+    option_help: ClassVar[dict] = {}      # one line per fit option (the runner's `jaxfactor models`)
+    option_choices: ClassVar[dict] = {}   # the allowed values of string options
 
     @classmethod
     def _one_device(cls, mesh) -> None:
@@ -224,6 +226,12 @@ class Fitted:
 
     def _uns(self) -> dict:
         return {}
+
+    def selection(self) -> Score:
+        """The score that compares fits of different sizes: BIC where the family has one, else
+        its first score."""
+        scores = self.scores()
+        return scores.get("bic", next(iter(scores.values())))
 
     # --- generic ----------------------------------------------------------------------------
     def __getattr__(self, name):

@@ -124,10 +124,11 @@ def test_bad_inputs_are_one_line_errors(cclone_run, tmp_path, capsys, small_nmf)
 
 
 @pytest.mark.parametrize("config,overrides,key", [
-    ("binomial_mixture_demo.toml", ["data.n_cells=300", "data.n_variants=40", "sweep.n_clones=[3]", "fit.n_restarts=1",
-                                    "model.method=em"], "clone_prob"),
-    ("binomial_mixture_demo.toml", ["data.n_cells=300", "data.n_variants=40", "sweep.n_clones=[3]", "fit.n_restarts=1",
-                                    "model.method=vb", "fit.tol=0.0", "fit.max_iter=300"], "clone_prob"),
+    ("binomial_mixture_demo.toml", ["data.n_cells=300", "data.n_variants=40", "sweep.n_components=[3]", "fit.n_restarts=1",
+                                    "model.method=em"], "binomial_mixture_proba"),
+    ("binomial_mixture_demo.toml", ["data.n_cells=300", "data.n_variants=40", "sweep.n_components=[3]", "fit.n_restarts=1",
+                                    "model.method=vb", "fit.tol=0.0", "fit.max_iter=300"], "binomial_mixture_proba"),
+    ("ppca_demo.toml", ["data.n_samples=300", "data.n_features=6", "sweep.n_components=[2]", "fit.max_iter=100"], "X_ppca"),
     ("gmm_demo.toml", ["data.n_samples=400", "sweep.n_components=[3]", "fit.n_restarts=1", "fit.max_iter=50"], "gmm_proba"),
 ])
 def test_posteriors_of_the_training_cells_match_the_fit(tmp_path_factory, tmp_path, config, overrides, key):
@@ -148,12 +149,13 @@ def test_posteriors_of_the_training_cells_match_the_fit(tmp_path_factory, tmp_pa
 
 @pytest.mark.parametrize("likelihood", ["binomial"])  # the beta-binomial compiles for ~5 s: see the load check below
 def test_allele_model_matches_assign_cells(tmp_path, likelihood):
-    """A run folder as the allele-model runner writes it (built from known parameters, so no SVI
-    fit is needed here); predict must equal the model's own ``assign_cells``."""
+    """A run folder as the runner writes it for the allele model (its saved model built from known
+    parameters, so no SVI fit is needed here); predict must equal the model's own ``assign_cells``."""
     import tomli_w
 
     from jaxfactor import __version__
     from jaxfactor.models import assign_cells
+    from jaxfactor.models._allele_model import AlleleModel, AlleleModelResult
     from jaxfactor.models._allele_svi import AlleleFit
     from jaxfactor.runner._predict import predict
 
@@ -167,27 +169,35 @@ def test_allele_model_matches_assign_cells(tmp_path, likelihood):
     prob, marg = assign_cells(alt, depth, fit, batch_size=64)
     ad = anndata.AnnData(X=sp.csr_matrix(depth), layers={"REF": sp.csr_matrix(depth - alt), "ALT": sp.csr_matrix(alt)})
     ad.var_names = [f"var{j}" for j in range(ad.n_vars)]
-    fitted = ad.copy()
-    fitted.varm["clone_af"] = af.T.astype(np.float32)
-    fitted.obsm["clone_prob"] = prob
-    fitted.uns["allele_model"] = {"pi": fit.pi, "dropout": fit.dropout, "error": fit.error,
-                                  **({"concentration": conc} if conc is not None else {})}
+    ad.obs_names = [f"cell{i}" for i in range(ad.n_obs)]
+    model = AlleleModel(AlleleModelResult(fit, af.T, af.T, "beta"), np.asarray(ad.obs_names), np.asarray(ad.var_names),
+                        {"n_components": 3, "likelihood": likelihood})
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    fitted.write_h5ad(run_dir / "result.h5ad")
+    model.save(str(run_dir / "model"))
+    ad.write_h5ad(run_dir / "result.h5ad")
     (run_dir / "metrics.json").write_text(json.dumps({"model": "allele_model", "jaxfactor_version": __version__}))
-    (run_dir / "config.toml").write_text(tomli_w.dumps({"model": {"name": "allele_model", "n_clones": 3}}))
+    (run_dir / "config.toml").write_text(tomli_w.dumps({"model": {"name": "allele_model", "n_components": 3}}))
     ad.write_h5ad(tmp_path / "d.h5ad")
     predict(str(run_dir), str(tmp_path / "d.h5ad"), str(tmp_path / "p.h5ad"), batch_size=64, log=lambda m: None)
     pred = anndata.read_h5ad(tmp_path / "p.h5ad")
-    np.testing.assert_allclose(pred.obsm["clone_prob"], prob, atol=1e-5)  # float32, same formula
+    np.testing.assert_allclose(pred.obsm["allele_model_proba"], prob, atol=1e-5)  # float32, same formula
     np.testing.assert_allclose(pred.obs["allele_model_log_likelihood"], marg, rtol=1e-5)
+    assert list(pred.obs["allele_model_label"].cat.categories) == ["0", "1", "2"]
 
 
-def test_registry_covers_the_fitted_models():
-    assert {"cclone", "gmm", "binomial_mixture", "allele_model"} <= set(PREDICTORS)
-    fitted = anndata.AnnData(X=np.zeros((2, 3), np.float32))
-    fitted.varm["clone_af"] = np.full((3, 2), 0.5, np.float32)
-    fitted.uns["allele_model"] = {"pi": np.array([0.5, 0.5]), "dropout": 0.1, "error": 0.01, "concentration": 7.0}
-    params, static = PREDICTORS["allele_model"].load("run", fitted, {})
+def test_registry_covers_the_fitted_models(tmp_path):
+    from jaxfactor.models._allele_model import AlleleModel, AlleleModelResult
+    from jaxfactor.models._allele_svi import AlleleFit
+    from jaxfactor.runner._predictor import lookup
+
+    assert all(lookup(name) is not None for name in ("cclone", "gmm", "ppca", "binomial_mixture", "allele_model", "vae", "zinbwave"))
+    af = np.full((2, 3), 0.5)
+    fit = AlleleFit(None, None, af, np.array([0.5, 0.5]), 0.1, 0.01, 7.0, None, 0.0, {})
+    model = AlleleModel(AlleleModelResult(fit, af.T, af.T, "beta"), np.array(["a", "b"]), np.array(["x", "y", "z"]),
+                        {"n_components": 2, "likelihood": "betabinomial"})
+    model.save(str(tmp_path / "model"))
+    params, static = PREDICTORS["allele_model"].load(str(tmp_path), None, {"__run_dir__": str(tmp_path)})
     assert static == {"likelihood": "betabinomial"} and float(params["concentration"]) == 7.0 and params["af"].shape == (2, 3)
+    with pytest.raises(ValueError, match="no saved model"):
+        PREDICTORS["gmm"].load("x", None, {"__run_dir__": str(tmp_path / "old")})

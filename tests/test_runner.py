@@ -221,7 +221,7 @@ def test_cclone_sweep_config_on_h5ad(tmp_path, capsys):
 @pytest.mark.parametrize("config,tiny,files", [
     ("gmm_demo", ["data.n_samples=300", "sweep.n_components=[2, 4]", "fit.n_restarts=2", "fit.max_iter=30"], ["gmm.png"]),
     ("ppca_demo", ["data.n_samples=200", "data.n_features=6", "sweep.n_components=[2, 3]", "fit.max_iter=200"], ["ppca.png"]),
-    ("binomial_mixture_demo", ["data.n_cells=300", "data.n_variants=40", "sweep.n_clones=[3, 4]", "fit.n_restarts=2"],
+    ("binomial_mixture_demo", ["data.n_cells=300", "data.n_variants=40", "sweep.n_components=[3, 4]", "fit.n_restarts=2"],
      ["binomial_mixture.png"]),
 ])
 def test_mixture_demo_configs(tmp_path, capsys, config, tiny, files):
@@ -240,21 +240,24 @@ def test_mixture_demo_configs(tmp_path, capsys, config, tiny, files):
 def test_binomial_mixture_h5ad_config(tmp_path, capsys, cclone_dir):
     out = tmp_path / "o"
     code = main(["run", str(REPO / "experiments" / "binomial_mixture_h5ad.toml"), "--out", str(out),
-                 *sets("sweep.n_clones=[2]", "fit.n_restarts=2", "run.figures=false")])
+                 *sets("sweep.n_components=[2]", "fit.n_restarts=2", "run.figures=false")])
     assert code == 0, capsys.readouterr().err
     res = anndata.read_h5ad(out / "result.h5ad")
-    assert res.obsm["clone_prob"].shape[1] == 2 and res.varm["clone_af"].shape == (res.n_vars, 2)
-    assert not np.isnan(res.obsm["clone_prob"]).any()
+    fitted = res.obs["binomial_mixture_label"].notna().to_numpy()  # cells CCLONE's filter kept
+    P, A = res.obsm["binomial_mixture_proba"][fitted], res.varm["binomial_mixture_af"]
+    assert P.shape[1] == 2 and A.shape == (res.n_vars, 2) and fitted.sum() > 100
+    assert not np.isnan(P).any()
 
 
 def test_allele_demo_config(tmp_path, capsys):
     out = tmp_path / "o"
     code = main(["run", str(REPO / "experiments" / "allele_demo.toml"), "--out", str(out),
-                 *sets("data.n_cells=150", "data.n_variants=30", "model.num_steps=200", "sweep.n_clones=[3]")])
+                 *sets("data.n_cells=150", "data.n_variants=30", "fit.max_iter=200", "sweep.n_components=[3]")])
     assert code == 0, capsys.readouterr().err
     res = anndata.read_h5ad(out / "result.h5ad")
-    assert res.obsm["clone_prob"].shape == (150, 3) and res.varm["clone_af"].shape == (30, 3)
-    assert {"clone_af_lower", "clone_af_upper"} <= set(res.varm) and (out / "allele_model.png").exists()
+    assert res.obsm["allele_model_proba"].shape == (150, 3) and res.varm["allele_model_af"].shape == (30, 3)
+    assert {"allele_model_af_lower", "allele_model_af_upper"} <= set(res.varm) and (out / "allele_model.png").exists()
+    assert (out / "model" / "model.json").exists()
     assert np.isfinite(json.loads((out / "metrics.json").read_text())["points"][0]["elbo"])
 
 

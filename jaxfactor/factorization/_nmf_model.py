@@ -109,5 +109,6 @@ class NMFModel(Fitted):
 
     def _uns(self):
         r = self.result
-        return {"trace": np.asarray(r.trace), "trace_iter": np.asarray(r.trace_iter), "n_iter": int(r.n_iter),
+        return {"trace": np.asarray(r.trace), "trace_iter": np.asarray(r.trace_iter), "trace_name": "objective",
+                "n_iter": int(r.n_iter),
                 "converged": bool(r.converged), "restart_objectives": np.asarray(r.restart_objectives)}

@@ -145,4 +145,5 @@ class ZINBWaVEModel(Fitted):
 
     def _uns(self):
         r = self.result
-        return {"trace": np.asarray(r.trace), "n_iter": int(r.n_iter), "converged": bool(r.converged)}
+        return {"trace": np.asarray(r.trace), "trace_name": "penalised log-likelihood", "n_iter": int(r.n_iter),
+                "converged": bool(r.converged)}

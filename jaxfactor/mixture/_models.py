@@ -34,6 +34,9 @@ class GMMModel(Fitted):
     family = "gmm"
     inputs = "matrix"
     has_labels = True
+    option_help = {"n_components": "number of mixture components", "covariance_type": "full | tied | diag | spherical",
+                   "reg_covar": "added to the covariances' diagonal", "init": "kmeans++ | random_from_data"}
+    option_choices = {"covariance_type": ("full", "tied", "diag", "spherical"), "init": ("kmeans++", "random_from_data")}
 
     @classmethod
     def fit(cls, data, n_components=None, *, layer=None, n_init=1, max_iter=100, tol=1e-3, seed=0, mesh=None,
@@ -89,8 +92,8 @@ class GMMModel(Fitted):
     def _uns(self):
         r = self.result
         return {"weights": np.asarray(r.weights), "means": np.asarray(r.means), "covariances": np.asarray(r.covariances),
-                "covariance_type": r.covariance_type, "trace": np.asarray(r.trace), "n_iter": int(r.n_iter),
-                "converged": bool(r.converged)}
+                "covariance_type": r.covariance_type, "trace": np.asarray(r.trace), "trace_iter": np.asarray(r.trace_iter),
+                "trace_name": "mean log-likelihood per cell", "n_iter": int(r.n_iter), "converged": bool(r.converged)}
 
     def to_anndata(self, adata=None, **kw):
         self._cached_transform("_proba", adata)
@@ -102,6 +105,8 @@ class PPCAModel(Fitted):
 
     family = "ppca"
     inputs = "matrix"
+    option_help = {"n_components": "latent dimension q",
+                   "min_noise_ratio": "floor of the noise variance relative to the mean feature variance"}
 
     @classmethod
     def fit(cls, data, n_components=None, *, layer=None, n_init=1, max_iter=500, tol=1e-6, seed=0, mesh=None,
@@ -157,7 +162,8 @@ class PPCAModel(Fitted):
     def _uns(self):
         r = self.result
         return {"mean": np.asarray(r.mean), "noise_variance": float(r.noise_variance), "trace": np.asarray(r.trace),
-                "n_iter": int(r.n_iter), "converged": bool(r.converged)}
+                "trace_iter": np.asarray(r.trace_iter), "trace_name": "mean log-likelihood per cell", "n_iter": int(r.n_iter),
+                "converged": bool(r.converged)}
 
     def to_anndata(self, adata=None, **kw):
         self._cached_transform("_z", adata)
@@ -199,6 +205,10 @@ class AlleleFitted(Fitted):
 
     inputs = "alleles"
     has_labels = True
+    option_help = {"filter": "apply CCLONE's variant and cell filters first",
+                   "min_maf": "filter: percent of cells showing the rarer allele pattern",
+                   "filter_germline": "filter: drop var['dbSNP'] variants",
+                   "min_cell_coverage": "filter: percent of variants a cell must cover"}
 
     @classmethod
     def simulate(cls, seed: int = 0):
@@ -209,6 +219,11 @@ class BinomialModel(AlleleFitted):
     """A fitted binomial mixture of allele counts (``result``: :class:`jaxfactor.mixture.BinomialMixtureResult`)."""
 
     family = "binomial_mixture"
+    option_help = {"n_components": "number of clones K", "method": "MAP-EM (em) or mean-field variational Bayes (vb)",
+                   "learn_weights": "VB: Dirichlet posterior on the weights (else fixed uniform)",
+                   "beta_a": "Beta(a, b) prior on each clone's allele frequency: a", "beta_b": "the prior's b",
+                   "dirichlet": "symmetric Dirichlet prior on the clone weights"}
+    option_choices = {"method": ("em", "vb")}
 
     @classmethod
     def fit(cls, data, n_components=None, *, layer=None, n_init=1, max_iter=200, tol=1e-6, seed=0, mesh=None,
@@ -266,9 +281,14 @@ class BinomialModel(AlleleFitted):
             out["elbo"] = Score("elbo", float(r.elbo), True)
         else:
             out["log_posterior"] = Score("log_posterior", float(r.log_posterior), True)
-            out["bic"] = Score("bic", bic(float(r.log_likelihood), binomial_mixture_n_parameters(s["n_components"], s["n_variants"]),
-                                          s["n_cells"]), False)
+        n_par = binomial_mixture_n_parameters(s["n_components"], s["n_variants"])
+        out["bic"] = Score("bic", bic(float(r.log_likelihood), n_par, s["n_cells"]), False)
         return out
+
+    def selection(self):
+        """The ELBO for variational fits (it bounds the evidence), BIC for MAP-EM."""
+        scores = self.scores()
+        return scores["elbo"] if self.result.method == "vb" else scores["bic"]
 
     def _cell_outputs(self):
         q = np.asarray(self.result.clone_prob, np.float32)
@@ -279,7 +299,8 @@ class BinomialModel(AlleleFitted):
 
     def _uns(self):
         r = self.result
-        return {"weights": np.asarray(r.weights), "trace": np.asarray(r.trace), "n_iter": int(r.n_iter),
+        return {"weights": np.asarray(r.weights), "trace": np.asarray(r.trace), "trace_iter": np.asarray(r.trace_iter),
+                "trace_name": "ELBO" if r.method == "vb" else "log posterior", "n_iter": int(r.n_iter),
                 "converged": bool(r.converged), "collapsed": np.asarray(r.collapsed, np.int64)}
 
 

@@ -7,26 +7,60 @@ with every fitted parameter held fixed (:func:`jaxfactor.models.clone_responsibi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .._protocol import Score
 from ..mixture._models import AlleleFitted, filter_settings
 
 
+@dataclass
+class AlleleModelResult:
+    """An SVI fit (``fit``: :class:`jaxfactor.models.AlleleFit`, whose attributes this forwards)
+    and the 90 % credible intervals of its clone AFs (variants × K; ``ci_method``: ``"guide"`` for
+    AutoNormal, ``"beta"`` for the conjugate Beta approximation of a MAP fit; see
+    :func:`jaxfactor.models.fit_allele_anndata`)."""
+
+    fit: object
+    af_lower: np.ndarray
+    af_upper: np.ndarray
+    ci_method: str
+
+    def __getattr__(self, name):
+        if name.startswith("_") or "fit" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__["fit"], name)
+
+
+def simulate_allele_counts(n_cells: int = 1000, n_variants: int = 100, n_clones: int = 3, *, mean_coverage: float = 5.0,
+                           dropout: float = 0.1, error: float = 0.01, likelihood: str = "binomial", seed: int = 0):
+    """``jaxfactor.models.simulate_alleles`` with its main knobs as explicit (config) keys."""
+    from ._allele import simulate_alleles
+
+    return simulate_alleles(n_cells, n_variants, n_clones, seed=seed, mean_coverage=mean_coverage, dropout=dropout,
+                            error=error, likelihood=likelihood)
+
+
 class AlleleModel(AlleleFitted):
     """A fitted allele-count model (``result``: :class:`jaxfactor.models.AlleleFit`)."""
 
     family = "allele_model"
+    option_help = {"n_components": "number of clones K", "likelihood": "binomial | betabinomial",
+                   "guide": "AutoDelta (MAP) or AutoNormal", "lr": "Adam learning rate",
+                   "restart_steps": "SVI steps of every start before the best continues",
+                   "batch_size": "cells per SVI step (plate subsampling); 0: every cell"}
+    option_choices = {"likelihood": ("binomial", "betabinomial"), "guide": ("delta", "normal")}
     batch_size = 8192
 
     @classmethod
     def fit(cls, data, n_components=None, *, layer=None, n_init=3, max_iter=2000, tol=None, seed=0, mesh=None,
-            progress=False, likelihood="binomial", guide="delta", lr=0.05, restart_steps=200, batch_size=None,
+            progress=False, likelihood="binomial", guide="delta", lr=0.05, restart_steps=200, batch_size=0,
             filter=False, min_maf=5.0, filter_germline=True, min_cell_coverage=10.0, **aliases):
         from .._inputs import allele_layers
         from ..mixture._models import allele_fit_inputs
         from .._protocol import vocabulary as _vocab
-        from ._allele_api import check_svi_losses
+        from ._allele_api import _af_interval, check_svi_losses
         from ._allele_svi import fit_allele_svi
 
         n_components, n_init, max_iter = _vocab("allele_model", n_components, n_init, aliases, max_iter)
@@ -36,13 +70,15 @@ class AlleleModel(AlleleFitted):
         dense = lambda m: m.toarray() if hasattr(m, "toarray") else np.asarray(m)
         ref, alt = dense(ref), dense(alt)
         res = fit_allele_svi(alt, ref + alt, n_components, num_steps=max_iter, lr=lr, guide=guide, seed=seed,
-                             likelihood=likelihood, n_restarts=n_init, restart_steps=restart_steps, batch_size=batch_size)
+                             likelihood=likelihood, n_restarts=n_init, restart_steps=restart_steps, batch_size=batch_size or None)
         check_svi_losses(res.losses)
+        lo, hi, ci_method = _af_interval(alt, ref + alt, res, None, (1.0, 1.0))
         settings = dict(n_components=int(n_components), n_init=int(n_init), max_iter=int(max_iter), seed=int(seed),
                         likelihood=likelihood, guide=guide, lr=float(lr), restart_steps=int(restart_steps),
-                        batch_size=batch_size, named_variables=inp.named,
+                        batch_size=int(batch_size or 0), named_variables=inp.named,
                         **filter_settings(filter, min_maf, filter_germline, min_cell_coverage))
-        return cls(res, inp.obs_names, inp.var_names, settings, cells, genes)
+        result = AlleleModelResult(res, np.asarray(lo, np.float32), np.asarray(hi, np.float32), ci_method)
+        return cls(result, inp.obs_names, inp.var_names, settings, cells, genes)
 
     def params(self):
         r = self.result
@@ -73,10 +109,11 @@ class AlleleModel(AlleleFitted):
         return {"proba": q, "label": q.argmax(axis=1)}
 
     def _var_outputs(self):
-        return {"af": np.asarray(self.result.af, np.float32).T}
+        r = self.result
+        return {"af": np.asarray(r.af, np.float32).T, "af_lower": r.af_lower, "af_upper": r.af_upper}
 
     def _uns(self):
         r = self.result
         return {"pi": np.asarray(r.pi), "dropout": float(r.dropout), "error": float(r.error),
                 "concentration": None if r.concentration is None else float(r.concentration),
-                "trace": -np.asarray(r.losses)}
+                "trace": -np.asarray(r.losses), "trace_name": "ELBO (SVI step)", "ci_method": r.ci_method}

@@ -48,6 +48,7 @@ class PipelineOutcome:
     adata: Any
     tables: dict[str, Any] = field(default_factory=dict)
     figures: Callable[[str], None] | None = None
+    files: Callable[[str], None] | None = None  # writes further files into the results folder (e.g. the saved model)
 
 
 def selection_records(rows: list[dict], score_key: str, better: str = "min"):

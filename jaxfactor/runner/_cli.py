@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="replace an existing output folder")
     c.add_argument("--no-figures", action="store_true", help="skip clones.png")
     c.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    sub.add_parser("models", help="list the models and their config keys")
+    m = sub.add_parser("models", help="list the models; with a NAME, its config keys (type, default, help)")
+    m.add_argument("name", nargs="?", help="a model name (e.g. gmm)")
     return p
 
 
@@ -90,11 +91,13 @@ def _summary(out: str, records: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "models":
-        from ._models import MODELS
+        from ._models import describe_models
 
-        for name, spec in MODELS.items():
-            hp = f"; hyperparameters {', '.join(spec.hparams)}" if spec.hparams else ""
-            print(f"{name}: static {', '.join(spec.static)}{hp}; data simulators {', '.join(spec.simulators)}")
+        try:
+            print(describe_models(args.name))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     try:
         if args.command == "clones":

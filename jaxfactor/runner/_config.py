@@ -73,6 +73,27 @@ def _data_fields(data: dict, spec: ModelSpec) -> dict[str, Field]:
     raise ConfigError("[data] needs 'simulator' (e.g. simulator = \"nmf\") or 'path' (a .h5ad/.npy/.npz/.csv file)")
 
 
+def _rename_aliases(raw: dict, spec: ModelSpec) -> None:
+    """Deprecated [model] / [sweep] key names of a model (``spec.aliases``: old -> new key, or
+    ``"fit.<key>"``) renamed in place, with a warning; old and new both given is an error."""
+    import warnings
+
+    for old, new in spec.aliases.items():
+        section, _, key = new.rpartition(".")
+        for where in ("model", "sweep"):
+            table = raw.get(where, {})
+            if old not in table:
+                continue
+            target = raw.setdefault(section, {}) if section else table
+            if where == "sweep" and section:
+                raise ConfigError(f"sweep.{old} cannot be swept any more: it is {new} (one value per run)")
+            if key in target:
+                raise ConfigError(f"both {where}.{old} and {section or where}.{key} given; keep only {section or where}.{key}")
+            warnings.warn(f"{where}.{old} is deprecated for model '{spec.name}'; use {section or where}.{key}",
+                          DeprecationWarning, stacklevel=3)
+            target[key] = table.pop(old)
+
+
 def build_config(raw: dict, *, config_dir: str, overrides: list[str] = ()) -> RunConfig:
     raw = copy.deepcopy(raw)
     for key in raw:
@@ -101,6 +122,7 @@ def build_config(raw: dict, *, config_dir: str, overrides: list[str] = ()) -> Ru
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
+    _rename_aliases(raw, spec)
     sweep_raw = raw.get("sweep", {})
     model_fields = spec.fields
     sweepable = spec.sweepable or [k for k in model_fields if k != "name"]
@@ -116,7 +138,7 @@ def build_config(raw: dict, *, config_dir: str, overrides: list[str] = ()) -> Ru
 
     data = validate_table("data", raw["data"], _data_fields(raw["data"], spec))
     model = validate_table("model", model_table, model_fields)
-    fit_fields = {k: FIT_FIELDS[k] for k in spec.fit_keys}
+    fit_fields = spec.fit_fields or {k: FIT_FIELDS[k] for k in spec.fit_keys}
     fit = validate_table("fit", raw.get("fit", {}), fit_fields)
     run = validate_table("run", raw.get("run", {}), RUN_FIELDS)
     for key in ("max_iter", "n_restarts", "chunk_size"):

@@ -7,7 +7,7 @@ call. ``hparams`` keys are numbers: a sweep over them is vmapped inside one comp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import jax.numpy as jnp
@@ -46,6 +46,8 @@ class ModelSpec:
     heatmaps: Callable | None = None
     truth_metrics: Callable | None = None
     pipeline: Any = None
+    aliases: dict = field(default_factory=dict)  # deprecated [model] key -> new key (or "fit.<key>")
+    fit_fields: dict | None = None  # [fit] fields with this model's defaults (None: FIT_FIELDS of fit_keys)
 
     @property
     def fields(self) -> dict[str, Field]:
@@ -113,27 +115,42 @@ def _cclone_spec() -> ModelSpec:
                      fit_keys=("seed",), sweepable=CCLONE_SWEEPABLE, pipeline=CcloneTask())
 
 
-def _mixture_specs() -> dict[str, ModelSpec]:
+def family_spec(name: str, simulators: dict, aliases: dict | None = None) -> ModelSpec:
+    """A model run by the runner's one family task: ``[model]`` keys from the family's ``fit``
+    signature, ``[fit]`` keys with the family's own defaults, every ``[model]`` key sweepable."""
+    import inspect
+
+    from .._families import family
+    from ._family_task import FamilyTask, option_fields
+
+    model = family(name).model
+    static = option_fields(model)
+    sig = inspect.signature(model.fit).parameters
+    fit_fields = {}
+    for key, arg in (("max_iter", "max_iter"), ("tol", "tol"), ("n_restarts", "n_init"), ("seed", "seed")):
+        default = sig[arg].default
+        if default is not None:
+            fit_fields[key] = Field(type(default), default, help=FIT_HELP[key])
+    return ModelSpec(name=name, static=static, hparams={}, simulators=simulators, fit_keys=tuple(fit_fields),
+                     sweepable=tuple(static), pipeline=FamilyTask(name), aliases=aliases or {}, fit_fields=fit_fields)
+
+
+FIT_HELP = {"max_iter": "maximum iterations (EM iterations, SVI steps...) per fit",
+            "tol": "relative change of the objective that counts as converged",
+            "n_restarts": "random starts per fit, the best kept (the family's n_init)", "seed": "PRNG seed"}
+
+
+def _family_specs() -> dict[str, ModelSpec]:
     from ..data import simulate_clones, simulate_gmm, simulate_ppca
-    from ._mixture_tasks import BINOMIAL_FIELDS, GMM_FIELDS, PPCA_FIELDS, BinomialTask, GMMTask, PPCATask
+    from ..models._allele_model import simulate_allele_counts
 
-    fit_keys = ("max_iter", "tol", "n_restarts", "seed", "chunk_size")
     return {
-        "gmm": ModelSpec(name="gmm", static=GMM_FIELDS, hparams={}, simulators={"gmm": simulate_gmm},
-                         fit_keys=fit_keys, sweepable=("n_components",), pipeline=GMMTask()),
-        "ppca": ModelSpec(name="ppca", static=PPCA_FIELDS, hparams={}, simulators={"ppca": simulate_ppca},
-                          fit_keys=fit_keys, sweepable=("n_components",), pipeline=PPCATask()),
-        "binomial_mixture": ModelSpec(name="binomial_mixture", static=BINOMIAL_FIELDS, hparams={},
-                                      simulators={"clones": simulate_clones}, fit_keys=fit_keys,
-                                      sweepable=("n_clones",), pipeline=BinomialTask()),
+        "gmm": family_spec("gmm", {"gmm": simulate_gmm}),
+        "ppca": family_spec("ppca", {"ppca": simulate_ppca}),
+        "binomial_mixture": family_spec("binomial_mixture", {"clones": simulate_clones}, {"n_clones": "n_components"}),
+        "allele_model": family_spec("allele_model", {"alleles": simulate_allele_counts},
+                                    {"n_clones": "n_components", "num_steps": "fit.max_iter", "n_restarts": "fit.n_restarts"}),
     }
-
-
-def _allele_spec() -> ModelSpec:
-    from ._allele_task import ALLELE_FIELDS, AlleleTask, simulate_allele_counts
-
-    return ModelSpec(name="allele_model", static=ALLELE_FIELDS, hparams={}, simulators={"alleles": simulate_allele_counts},
-                     fit_keys=("seed",), sweepable=("n_clones",), pipeline=AlleleTask())
 
 
 def _vae_spec() -> ModelSpec:
@@ -160,7 +177,7 @@ def _clones_spec() -> ModelSpec:
                      fit_keys=("seed",), sweepable=("method",), pipeline=ClonesTask())
 
 
-MODELS: dict[str, ModelSpec] = {"nmf": NMF, "cclone": _cclone_spec(), **_mixture_specs(), "allele_model": _allele_spec(),
+MODELS: dict[str, ModelSpec] = {"nmf": NMF, "cclone": _cclone_spec(), **_family_specs(),
                                 "vae": _vae_spec(), "zinbwave": _zinbwave_spec(), "clones": _clones_spec()}
 
 
@@ -172,3 +189,32 @@ def get_model(name: Any) -> ModelSpec:
 
 def to_device_array(X: np.ndarray, x64: bool):
     return jnp.asarray(X, jnp.float64 if x64 else jnp.float32)
+
+
+def describe_models(name: str | None = None) -> str:
+    """``jaxfactor models``: one line per model; with ``name``, its config keys: section, type,
+    default, allowed values, whether a [sweep] may list it, and help."""
+    from ._schema import FIT_FIELDS, REQUIRED, _TYPE_NAMES
+
+    if name is None:
+        lines = []
+        for key, spec in MODELS.items():
+            hp = f"; vmapped hyperparameters {', '.join(spec.hparams)}" if spec.hparams else ""
+            lines.append(f"{key}: [model] {', '.join(spec.static)}{hp}; data simulators {', '.join(spec.simulators)}")
+        return "\n".join(lines + ["(jaxfactor models NAME: a model's keys with types, defaults and help)"])
+    spec = get_model(name)
+    sweepable = set(spec.sweepable or [k for k in spec.fields if k != "name"])
+    fit = spec.fit_fields or {k: FIT_FIELDS[k] for k in spec.fit_keys}
+
+    def row(section, key, f):
+        default = "required" if f.default is REQUIRED else repr(f.default)
+        choices = f" one of {', '.join(map(repr, f.choices))};" if f.choices else ""
+        sweep = " sweepable;" if section == "model" and key in sweepable else ""
+        return f"  {section + '.' + key:<28} {_TYPE_NAMES[f.type]}, default {default};{choices}{sweep} {f.help}".rstrip(" ;")
+
+    lines = [f"{name}: data simulators {', '.join(spec.simulators)} (or data.path)"]
+    lines += [row("model", k, f) for k, f in {**spec.static, **spec.hparams}.items()]
+    lines += [row("fit", k, f) for k, f in fit.items()]
+    if spec.aliases:
+        lines.append("  deprecated: " + ", ".join(f"{old} -> {new}" for old, new in spec.aliases.items()))
+    return "\n".join(lines)

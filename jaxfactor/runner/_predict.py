@@ -13,11 +13,13 @@ the model's runner task module ``_{name}_task.py``, found by :func:`lookup`):
 - ``cclone``: each cell's factor loadings ``c ∈ [0,1]^k`` against the fitted V, the exact
   box-constrained weighted least-squares solve ``min Σ_j W_ij (M_ij − c·v_j)² + l2‖c‖²`` by
   coordinate descent (``box_qp_rows``), with M and W built from REF/ALT as in the fit.
-- ``gmm``: posterior component probabilities and log p(x).
-- ``binomial_mixture``: posterior clone probabilities with the fitted allele frequencies and
-  weights held fixed (MAP-EM), or the fitted Beta/Dirichlet posteriors (VB).
-- ``allele_model``: posterior clone probabilities and log p(ALT | DP) with the fitted allele
-  frequencies, clone weights, dropout and error held fixed.
+- ``gmm``, ``ppca``, ``binomial_mixture``, ``allele_model`` (run by the runner's family task): the
+  model saved in ``RUN_DIR/model`` (:meth:`jaxfactor.Fitted.save`) and the family's own kernel —
+  what ``model.transform`` / ``predict`` run (GMM: posterior probabilities and log p(x); PPCA:
+  E[z | x] and log p(x); binomial mixture: posterior clones under the MAP (EM) or the Beta /
+  Dirichlet posteriors (VB); allele model: posterior clones and log p(ALT | DP) with AFs, weights,
+  dropout and error fixed). Outputs under the keys ``to_anndata`` uses (``<family>_proba``,
+  ``X_<family>``, ``<family>_label``, ``<family>_log_likelihood``).
 
 Checks, all before anything is compiled or written: RUN_DIR is a finished run of a model with a
 predictor, written by this jaxfactor version; DATA holds every variable the model was fitted on
@@ -29,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from functools import partial
+from functools import lru_cache, partial
 
 import jax
 import numpy as np
@@ -78,92 +80,70 @@ register("cclone", Predictor(
 
 
 # --------------------------------------------------------------------------------------------
-# mixtures
+# families run by the runner's family task: the saved model (RUN_DIR/model) and its kernel
 
 
-def _matrix_input(config):
-    layer = config.get("data", {}).get("layer", "")
-    return (layer or "X",)
+@lru_cache(maxsize=4)
+def _saved_model(path: str, mtime: float):
+    from .._families import load
+
+    return load(path)
 
 
-def _gmm_load(run_dir, fitted, config):
-    u = fitted.uns["gmm"]
-    if "precisions_cholesky" not in u:
-        raise ValueError(f"{run_dir} was written before gmm runs stored their covariances; rerun the fit to predict with it")
-    params = {k: np.asarray(u[k], np.float64) for k in ("weights", "means", "covariances", "precisions_cholesky")}
-    return params, {"cov_type": str(u["covariance_type"])}
+def _model_of(config):
+    from ._family_task import MODEL_DIR
+
+    run_dir = config["__run_dir__"]
+    path = os.path.join(run_dir, MODEL_DIR)
+    if not os.path.isfile(os.path.join(path, "model.json")):
+        raise ValueError(f"{run_dir!r} has no saved model ({MODEL_DIR}/); it was written before runs saved their model: "
+                         "rerun the fit to predict with it")
+    return _saved_model(os.path.abspath(path), os.path.getmtime(os.path.join(path, "model.json")))
 
 
-def _gmm_write(out, res, params, static):
-    out.obsm["gmm_proba"] = res["proba"].astype(np.float32)
-    out.obs["gmm_label"] = res["proba"].argmax(axis=1).astype(str)
-    out.obs["gmm_log_likelihood"] = res["log_likelihood"]
+def _family_inputs(config):
+    if _model_of(config).inputs == "alleles":
+        return ("REF", "ALT")
+    return (config.get("data", {}).get("layer", "") or "X",)
 
 
-def _gmm_vars(fitted, config):
+def _family_vars(fitted, config):
     if config.get("data", {}).get("transpose"):
-        raise ValueError("this gmm run was fitted on transposed data; predict reads cells as rows")
-    return fitted.var_names
+        raise ValueError("this run was fitted on transposed data; predict reads cells as rows")
+    m = _model_of(config)
+    names = np.asarray(m.var_names).astype(str)
+    return names if m.genes is None else names[np.asarray(m.genes)]
 
 
-register("gmm", Predictor(inputs=_matrix_input, load=_gmm_load, kernel=_kernel("gmm"), write=_gmm_write, fitted_vars=_gmm_vars))
+def _family_load(run_dir, fitted, config):
+    m = _model_of(config)
+    return m.params(), m.static()
 
 
-def _binomial_load(run_dir, fitted, config):
-    """EM: log θ, log(1-θ), log π at the MAP. VB: E[log θ], E[log(1-θ)] (and E[log π]) under the
-    Beta (Dirichlet) posteriors, rebuilt exactly from the fit's q(z) and training counts that the
-    result holds (s1 = ALTᵀq + a, s2 = REFᵀq + b: the VB update), so new cells get q(z) as in the fit."""
-    from jax.scipy.special import digamma
-
-    from ..data._variants import check_allele_counts
-    from ..mixture._binomial import AF_FLOOR
-
-    u = fitted.uns["binomial_mixture"]
-    k = np.asarray(fitted.varm["clone_af"]).shape[1]
-    if u["method"] == "em":
-        af = np.clip(np.asarray(fitted.varm["clone_af"], np.float64), AF_FLOOR, 1 - AF_FLOOR)
-        return {"log_af": np.log(af), "log_1maf": np.log1p(-af), "log_w": np.log(np.asarray(u["weights"], np.float64))}, {}
-    ref, alt = check_allele_counts(fitted)
-    q = np.asarray(fitted.obsm["clone_prob"], np.float64)
-    prm = u["params"]
-    s1 = np.asarray(alt.T @ q) + float(prm["beta_a"])
-    s2 = np.asarray(ref.T @ q) + float(prm["beta_b"])
-    d12 = np.asarray(digamma(s1 + s2))
-    if bool(prm["learn_weights"]):
-        alpha = q.sum(axis=0) + float(prm["dirichlet"])
-        log_w = np.asarray(digamma(alpha) - digamma(alpha.sum()))
-    else:
-        log_w = np.full(k, -np.log(k))
-    return {"log_af": np.asarray(digamma(s1)) - d12, "log_1maf": np.asarray(digamma(s2)) - d12, "log_w": log_w}, {}
-
-
-def _clone_write(name):
+def _family_write(name):
     def write(out, res, params, static):
+        """Namespaced keys, as ``to_anndata`` writes them: obsm ``X_<family>`` / ``<family>_proba``,
+        obs ``<family>_label`` (categorical) and ``<family>_<key>``."""
         import pandas as pd
 
-        prob = res["proba"].astype(np.float32)
-        out.obsm["clone_prob"] = prob
-        out.obs["clone"] = pd.Categorical(prob.argmax(axis=1), categories=np.arange(prob.shape[1]))
-        if "log_likelihood" in res:
-            out.obs[f"{name}_log_likelihood"] = res["log_likelihood"]
+        for key, value in res.items():
+            value = np.asarray(value)
+            if key == "embedding":
+                out.obsm[f"X_{name}"] = value.astype(np.float32)
+            elif value.ndim == 2:
+                out.obsm[f"{name}_{key}"] = value.astype(np.float32)
+            else:
+                out.obs[f"{name}_{key}"] = value
+        rep = res.get("proba", res.get("embedding"))
+        if rep is not None and name != "ppca":
+            labels = np.asarray(rep).argmax(axis=1)
+            out.obs[f"{name}_label"] = pd.Categorical(labels.astype(str), categories=[str(i) for i in range(rep.shape[1])])
     return write
 
 
-register("binomial_mixture", Predictor(inputs=lambda config: ("REF", "ALT"), load=_binomial_load, kernel=_kernel("binomial_mixture"),
-                                       write=_clone_write("binomial_mixture")))
-
-
-def _allele_load(run_dir, fitted, config):
-    u = fitted.uns["allele_model"]
-    params = {"af": np.asarray(fitted.varm["clone_af"], np.float64).T, "pi": np.asarray(u["pi"], np.float64),
-              "dropout": np.asarray(float(u["dropout"])), "error": np.asarray(float(u["error"]))}
-    if "concentration" in u:
-        params["concentration"] = np.asarray(float(u["concentration"]))
-    return params, {"likelihood": "betabinomial" if "concentration" in u else "binomial"}
-
-
-register("allele_model", Predictor(inputs=lambda config: ("REF", "ALT"), load=_allele_load, kernel=_kernel("allele_model"),
-                                   write=_clone_write("allele_model"), batch_size=8192))
+for _name in ("gmm", "ppca", "binomial_mixture", "allele_model"):
+    register(_name, Predictor(inputs=_family_inputs, load=_family_load, kernel=_kernel(_name), write=_family_write(_name),
+                              fitted_vars=_family_vars, batch_size=8192))
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,6 +276,7 @@ def predict(run_dir: str, data: str, out: str, *, batch_size: int | None = None,
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     t_start = time.perf_counter()
     model, config, fitted = _read_run(run_dir)
+    config["__run_dir__"] = run_dir
     pred = PREDICTORS[model]
     cells = BackedCells(data)
     try:

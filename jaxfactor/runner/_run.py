@@ -332,6 +332,8 @@ def _run_pipeline(cfg: RunConfig, out: str, force: bool, log=_log):
             outcome.adata.write_h5ad(os.path.join(tmp, "result.h5ad"))
             for name, table in outcome.tables.items():
                 pd.DataFrame(table).to_csv(os.path.join(tmp, name), index=False)
+            if outcome.files is not None:
+                outcome.files(tmp)
             if cfg.run["figures"] and outcome.figures is not None:
                 outcome.figures(tmp)
         if store is not None:
