@@ -72,6 +72,30 @@ def canonical(options: dict, where: str) -> dict:
     return out
 
 
+def renamed_arguments(**old_to_new: str):
+    """Decorator: keyword arguments under their deprecated names (``old=new``) are passed on under
+    the new ones with a ``DeprecationWarning`` (for one release); old and new both given is a
+    one-line ``ValueError``."""
+    import functools
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            for old, new in old_to_new.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise ValueError(f"{fn.__name__}: both {old!r} and {new!r} given; pass only {new!r}")
+                    warnings.warn(f"{fn.__name__}: {old!r} is deprecated, use {new!r} (accepted until the next release)",
+                                  DeprecationWarning, stacklevel=2)
+                    kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        wrapper.renamed_arguments = dict(old_to_new)
+        return wrapper
+
+    return deco
+
+
 def vocabulary(where: str, n_components, n_init, aliases: dict, max_iter=None):
     """``(n_components, n_init, max_iter)`` of a family's ``fit`` after the deprecated names in ``aliases``
     (see :func:`canonical`); an alias of the size beside ``n_components`` is an error, and any other
@@ -227,6 +251,11 @@ class Fitted:
     def _uns(self) -> dict:
         return {}
 
+    def truth_metrics(self, truth) -> dict:
+        """Recovery of a simulation's truth (``truth``: the simulator's result) beyond the labels'
+        ARI, as named numbers; none by default."""
+        return {}
+
     def selection(self) -> Score:
         """The score that compares fits of different sizes: BIC where the family has one, else
         its first score."""
@@ -313,6 +342,18 @@ class Fitted:
                 out.var[f"{fam}_{key}"] = full
             else:
                 out.varm[f"{fam}_{key}"] = full
+        if adata is not None and hasattr(self, "_layer_outputs"):  # cells x variables results need the data
+            kept_r, kept_c = np.flatnonzero(rows >= 0), np.flatnonzero(cols >= 0)
+            if len(kept_r) == (len(self.obs_names) if self.cells is None else len(self.cells)):
+                order_r = kept_r[np.argsort(rows[kept_r])]
+                order_c = kept_c[np.argsort(cols[kept_c])]
+                layer = self.settings.get("layer")
+                Y = (out.layers[layer] if layer else out.X)[order_r][:, order_c]
+                Y = np.asarray(Y.toarray() if hasattr(Y, "toarray") else Y, np.float64)
+                for key, value in self._layer_outputs(Y).items():
+                    full = np.full(out.shape, np.nan, np.float32)
+                    full[np.ix_(order_r, order_c)] = value
+                    out.layers[f"{fam}_{key}"] = full
         if compat:
             for slot, key, value in self._compat_outputs(rows, cols):
                 getattr(out, slot)[key] = value

@@ -19,9 +19,10 @@ from .factorization._zinb_alg import zinbwave_algorithm
 from .factorization._zinb_api import design_matrix, fit, result_from_anndata, transform
 from .factorization._zinb_fit import ZINBWaVEResult, fit_zinbwave as fit_counts, observational_weights
 from .factorization._zinb_lik import zinb_log_prob
+from .factorization._zinb_model import ZINBWaVEModel, canonical_correlations
 
 __all__ = [
-    "ZINBData", "ZINBHparams", "ZINBSimulation", "ZINBState", "ZINBWaVEResult", "default_hparams", "design_matrix", "fit",
+    "ZINBWaVEModel", "canonical_correlations", "ZINBData", "ZINBHparams", "ZINBSimulation", "ZINBState", "ZINBWaVEResult", "default_hparams", "design_matrix", "fit",
     "fit_counts", "observational_weights", "orthogonalize", "penalized_log_likelihood", "predictors",
     "result_from_anndata", "simulate", "transform", "zinb_log_prob", "zinbwave_algorithm",
 ]

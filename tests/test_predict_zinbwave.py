@@ -6,6 +6,7 @@ errors with nothing written.
 One tiny runner fit (120 cells x 60 genes, K = 2, float32) shared by the file; ~20 s on two cores.
 """
 
+import json
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import scipy.sparse as sp
 
 from jaxfactor import zinbwave as zw
 from jaxfactor.runner import main
-from jaxfactor.runner._zinbwave_task import canonical_correlations
+from jaxfactor.zinbwave import canonical_correlations
 
 EXP = Path(__file__).resolve().parents[1] / "experiments"
 B = 50  # 121 cells of DATA: batches of 50, 50 and 21 (+ 29 padded rows)
@@ -53,7 +54,7 @@ def test_predict_equals_transform_and_gives_back_the_fitted_w(run, tmp_path, cap
     run_dir, fitted = run
     ad = _data(fitted, tmp_path / "new.h5ad")
     out = tmp_path / "pred.h5ad"
-    with pytest.warns(UserWarning, match="1 all-zero cells get W = 0"):
+    with pytest.warns(UserWarning, match="1 all-zero cells"):
         assert main(["predict", str(run_dir), str(tmp_path / "new.h5ad"), "--out", str(out), "--batch-size", str(B)]) == 0
     assert "cells/min" in capsys.readouterr().out
     pred = anndata.read_h5ad(out)
@@ -96,11 +97,11 @@ def test_bad_inputs_are_one_line_errors(run, tmp_path, capsys):
     _data(fitted, tmp_path / "missing.h5ad", drop=drop)
     assert f"DATA lacks 2 of the 60 variables the model was fitted on: {', '.join(drop)}" in error(run_dir, tmp_path / "missing.h5ad")
 
-    # a run with obs covariates in the cell design (its result edited: nothing is compiled)
+    # a run with obs covariates in the cell design (its saved model edited: nothing is compiled)
     cov = tmp_path / "cov_run"
     shutil.copytree(run_dir, cov)
-    res = anndata.read_h5ad(cov / "result.h5ad")
-    res.uns["zinbwave"]["X_columns"] = ["label"]
-    res.write_h5ad(cov / "result.h5ad")
+    meta = json.loads((cov / "model" / "model.json").read_text())
+    meta["settings"].update(cell_covariates=True, X=["label"])
+    (cov / "model" / "model.json").write_text(json.dumps(meta))
     _data(fitted, tmp_path / "ok.h5ad")
     assert "predict supports intercept-only cell designs" in error(cov, tmp_path / "ok.h5ad")

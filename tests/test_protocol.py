@@ -196,3 +196,29 @@ def test_transform_refuses_bad_new_data():
     renamed.var_names = ["a", "b"]
     with pytest.raises(ValueError, match="not in the data"):
         model.transform(renamed)
+
+
+@pytest.mark.parametrize("call,old", [
+    (lambda **kw: jaxfactor.nmf.fit(np.full((4, 3), np.nan), 2, **kw), {"n_restarts": 1}),
+    (lambda **kw: jaxfactor.cclone.fit(np.zeros((2, 2)), **kw), {"k": 2}),
+    (lambda **kw: jaxfactor.cclone.fit(np.zeros((2, 2)), 2, **kw), {"n_cycles": 10}),
+    (lambda **kw: jaxfactor.mixture.fit_binomial_mixture(-np.ones((3, 2)), np.ones((3, 2)), **kw), {"n_clones": 2}),
+    (lambda **kw: jaxfactor.models.fit_allele_svi(-np.ones((3, 2)), np.ones((3, 2)), 2, **kw), {"num_steps": 10}),
+    (lambda **kw: jaxfactor.models.fit_allele_svi(-np.ones((3, 2)), np.ones((3, 2)), **kw), {"n_clones": 2}),
+    (lambda **kw: jaxfactor.models.fit_vae(np.full((4, 3), np.nan), **kw), {"n_latent": 2}),
+    (lambda **kw: jaxfactor.models.fit_vae(np.full((4, 3), np.nan), **kw), {"max_epochs": 2}),
+    (lambda **kw: jaxfactor.clones.call(np.zeros((2, 2)), **kw), {"n_clones": 2}),
+])
+def test_per_module_functions_take_the_old_names_with_a_warning(call, old):
+    """The old names still reach the function (a DeprecationWarning, then the usual one-line error
+    for the bad data given here); old and new together are refused."""
+    import jaxfactor.models  # noqa: F401
+
+    with pytest.warns(DeprecationWarning, match="is deprecated"):
+        with pytest.raises(ValueError):
+            call(**old)
+    (name, value), = old.items()
+    new = {"k": "n_components", "n_clones": "n_components", "n_latent": "n_components", "n_restarts": "n_init",
+           "n_cycles": "max_iter", "num_steps": "max_iter", "max_epochs": "max_iter"}[name]
+    with pytest.raises(ValueError, match="both"):
+        call(**old, **{new: value})

@@ -173,7 +173,12 @@ def test_data_errors(tmp_path, capsys):
 
 def test_models_listing(capsys):
     assert main(["models"]) == 0
-    assert "nmf: static n_components, method, init" in capsys.readouterr().out
+    assert "nmf: [model] n_components, method, init; vmapped hyperparameters l1_W" in capsys.readouterr().out
+    assert main(["models", "binomial_mixture"]) == 0
+    out = capsys.readouterr().out
+    assert "model.method" in out and "one of 'em', 'vb'" in out and "fit.n_restarts" in out and "default 200" in out
+    assert "deprecated: n_clones -> n_components" in out
+    assert main(["models", "nope"]) == 2 and "unknown model.name 'nope'" in capsys.readouterr().err
 
 
 CCLONE_DEMO = str(REPO / "experiments" / "cclone_demo.toml")

@@ -22,7 +22,7 @@ from jaxfactor import zinbwave as zw
 from jaxfactor.factorization import _zinb_fit
 from jaxfactor.factorization._zinb_lik import score_fisher, zeta_derivatives, zinb_log_prob
 from jaxfactor.runner._cli import main
-from jaxfactor.runner._zinbwave_task import canonical_correlations
+from jaxfactor.zinbwave import canonical_correlations
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = str(REPO / "experiments" / "zinbwave_demo.toml")

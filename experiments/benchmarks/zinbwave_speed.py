@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 
 from jaxfactor import zinbwave as zw  # noqa: E402
 from jaxfactor._fit import _canonical_hp, _fit_jit  # noqa: E402
-from jaxfactor.runner._zinbwave_task import canonical_correlations  # noqa: E402
+from jaxfactor.zinbwave import canonical_correlations  # noqa: E402
 
 R_SECONDS_PER_CELL = {2: 54.0 / 500, 10: 116.0 / 500}  # quoted, J = 1000, one core
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._protocol import renamed_arguments
 from .._validate import check_positive_int
 from ..data import check_allele_counts, filter_variants, variant_matrices
 from ._engine import INITS, BootstrapSummary, bootstrap_masks, consensus_start, run_batch, summarise
@@ -69,15 +70,17 @@ def _result_anndata(adata, M, W, summary: BootstrapSummary, rows, cols, k, param
     return out
 
 
-def fit(adata, k: int, *, n_bootstrap: int = 50, bootstrap_fraction: float = 0.9, n_cycles: int = 100,
+@renamed_arguments(k="n_components", n_cycles="max_iter")
+def fit(adata, n_components: int, *, n_bootstrap: int = 50, bootstrap_fraction: float = 0.9, max_iter: int = 100,
         mode: str = "smartseq", seed: int = 0, method: str = "bcd", tol: float = 1e-6, l2: float = 0.0,
         min_allele_reads: int = 2, init: str = "consensus", n_init: int = 10, bootstrap_seed: int | None = None):
     """Bootstrap-averaged box-constrained weighted NMF M ≈ C Vᵀ (CCLONE) on an AnnData.
 
-    Each of ``n_bootstrap`` fits uses a random ``bootstrap_fraction`` of the variants and runs up
-    to ``n_cycles`` alternating cycles (stopping early when the loss changes by less than ``tol``
-    relative over 10 cycles); all bootstraps run in one compiled, vmapped call. Factors are
-    aligned across bootstraps and averaged.
+    ``n_components`` is CCLONE's rank k (``k=`` still works, deprecated). Each of ``n_bootstrap``
+    fits uses a random ``bootstrap_fraction`` of the variants and runs up to ``max_iter``
+    alternating cycles (CCLONE's ``n_cycles``, deprecated here), stopping early when the loss
+    changes by less than ``tol`` relative over 10 cycles; all bootstraps run in one compiled,
+    vmapped call. Factors are aligned across bootstraps and averaged.
 
     Returns a new AnnData (input untouched, same obs and var order) with layers ``M``,
     ``weights``; obsm ``C``, ``C_std``; varm ``V``, ``V_std``; obs ``cclone_factor``
@@ -100,6 +103,7 @@ def fit(adata, k: int, *, n_bootstrap: int = 50, bootstrap_fraction: float = 0.9
     draws everything from one seed. Pass other values to see how the average moves with the
     subsets.
     """
+    k, n_cycles = n_components, max_iter  # CCLONE's names: the rank k, alternating cycles
     _check_options(n_bootstrap, bootstrap_fraction, n_cycles, method, tol, l2, init, n_init)
     check_allele_counts(adata)
     k = _check_k(k, adata.n_vars, adata.n_obs)
@@ -148,8 +152,9 @@ class SweepResult:
     criterion: str = "orth_score"
 
 
+@renamed_arguments(n_cycles="max_iter")
 def sweep(adata, ks=(2, 3, 4, 5), min_mafs=(2, 5, 10), filter_germline=(True, False), *, min_cell_coverage: float = 10,
-          n_bootstrap: int = 50, bootstrap_fraction: float = 0.9, n_cycles: int = 100, mode: str = "smartseq",
+          n_bootstrap: int = 50, bootstrap_fraction: float = 0.9, max_iter: int = 100, mode: str = "smartseq",
           seed: int = 0, method: str = "bcd", tol: float = 1e-6, l2: float = 0.0, criterion: str = "orth_score",
           min_allele_reads: int = 2, init: str = "consensus", n_init: int = 10, bootstrap_seed: int | None = None):
     """Fit every (k, min_maf, filter_germline) point, each with its bootstraps, and choose one.
@@ -164,7 +169,7 @@ def sweep(adata, ks=(2, 3, 4, 5), min_mafs=(2, 5, 10), filter_germline=(True, Fa
     (each filter setting gets its own consensus start). Returns a ``SweepResult``.
     """
     plan = _SweepPlan.make(adata, ks, min_mafs, filter_germline, min_cell_coverage=min_cell_coverage,
-                           n_bootstrap=n_bootstrap, bootstrap_fraction=bootstrap_fraction, n_cycles=n_cycles, mode=mode,
+                           n_bootstrap=n_bootstrap, bootstrap_fraction=bootstrap_fraction, n_cycles=max_iter, mode=mode,
                            seed=seed, method=method, tol=tol, l2=l2, criterion=criterion, min_allele_reads=min_allele_reads,
                            init=init, n_init=n_init, bootstrap_seed=bootstrap_seed)
     return plan.select([plan.fit_k(k) for k in plan.ks])

@@ -50,7 +50,7 @@ class CCLONEModel(AlleleFitted):
         cls._one_device(mesh)
         inp, ad, cells, genes = allele_fit_inputs(data, layer, filter, min_maf, filter_germline, min_cell_coverage)
         out = cclone_fit(ad, n_components, n_bootstrap=n_bootstrap, bootstrap_fraction=bootstrap_fraction,
-                         n_cycles=max_iter, mode=mode, seed=seed, method=method, tol=tol, l2=l2,
+                         max_iter=max_iter, mode=mode, seed=seed, method=method, tol=tol, l2=l2,
                          min_allele_reads=min_allele_reads, init=init, n_init=n_init, bootstrap_seed=bootstrap_seed)
         u = out.uns["cclone"]
         res = CCLONEResult(np.asarray(out.obsm["C"]), np.asarray(out.obsm["C_std"]), np.asarray(out.varm["V"]),

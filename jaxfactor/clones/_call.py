@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from .._protocol import renamed_arguments
+
 METHODS = ("allele", "binomial", "cclone")
 DEFAULT_CANDIDATES = (2, 3, 4, 5, 6)
 CRITERIA = {"allele": ("evidence", "bic", "aic"), "binomial": ("elbo", "bic"), "cclone": ("orth_score", "stability")}
@@ -86,10 +88,11 @@ def _check_number(value, name, lo, hi):
     return float(value)
 
 
-def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), method: str = "allele", n_clones="auto",
+@renamed_arguments(n_clones="n_components")
+def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), method: str = "allele", n_components="auto",
          n_init: int | None = None, max_iter: int = 1000, tol: float = 1e-6, seed: int = 0, criterion: str | None = None,
          threshold: float = 0.3, mixed_fraction: float = 0.2, min_annotated: int = 10, drop_rna_editing: bool = True,
-         drop_germline: bool = False, min_cells: int = 2, log=None, n_components=None, **options):
+         drop_germline: bool = False, min_cells: int = 2, log=None, **options):
     """Call every cell cancer / healthy and assign its clone, with posteriors (module docstring).
 
     Args:
@@ -101,7 +104,8 @@ def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), metho
         "NK cells"]`` and ``["Immature"]`` in AML); other types are counted but do not vote.
       method: ``"allele"`` (the allele-count model with dropout and errors, MAP-EM; default),
         ``"binomial"`` (the binomial mixture, VB as vireoSNP) or ``"cclone"`` (CCLONE).
-      n_clones: ``"auto"`` (choose among 2–6), an integer, or a list of candidates.
+      n_components: the number of clones: ``"auto"`` (choose among 2–6), an integer, or a list of
+        candidates (``n_clones=`` is the deprecated name).
         (``n_components`` is accepted as a synonym.)
       n_init: random starts per candidate (default 20 for the allele model, 10 otherwise). The
         allele model adds batches of n_init starts for the chosen K (and any K within 10 nats of it)
@@ -144,8 +148,7 @@ def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), metho
     t0 = time.perf_counter()
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(map(repr, METHODS))}")
-    if n_components is not None:
-        n_clones = n_components
+    n_clones = n_components
     candidates = _candidates(n_clones)
     unknown = set(options) - set(OPTIONS[method])
     if unknown:

@@ -54,7 +54,7 @@ class CloneCalls(AlleleFitted):
         n_components, n_init, max_iter = _vocab("clones", n_components, n_init, aliases, max_iter)
         cls._one_device(mesh)
         inp = read(data, "alleles", layer)
-        out = call(inp.X, n_clones="auto" if n_components is None else n_components, n_init=n_init, max_iter=max_iter,
+        out = call(inp.X, n_components="auto" if n_components is None else n_components, n_init=n_init, max_iter=max_iter,
                    tol=tol, seed=seed, log=print if progress else None, **options)
         genes = np.array([i for i, n in enumerate(inp.var_names) if n in set(map(str, out.var_names))])
         s = out.uns["clones"]["settings"]

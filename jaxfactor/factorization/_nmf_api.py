@@ -12,6 +12,7 @@ import numpy as np
 from .._base import ConvergenceWarning  # noqa: F401  (re-exported)
 from .._cells import check_cell_mesh, fit_cells
 from .._fit import check_finished, completed_trace, fit_restarts
+from .._protocol import renamed_arguments
 from .._validate import as_matrix, check_n_components, check_nonnegative_float, check_positive_int
 from ._nmf import FACTORIES, METHODS, NMF_CELLS, NMFHparams, NMFState
 from ._nmf_init import INITS
@@ -67,6 +68,7 @@ def _check_custom(init, shape, k, dtype):
     return NMFState(jnp.asarray(W0, dtype), jnp.asarray(H0, dtype))
 
 
+@renamed_arguments(n_restarts="n_init")
 def fit(
     X,
     n_components: int,
@@ -75,7 +77,7 @@ def fit(
     init="nndsvda",
     max_iter: int = 200,
     tol: float = 1e-4,
-    n_restarts: int = 1,
+    n_init: int = 1,
     seed: int = 0,
     l1_W: float = 0.0,
     l2_W: float = 0.0,
@@ -95,8 +97,8 @@ def fit(
       init: ``"nndsvda"``, ``"nndsvd"``, ``"nndsvdar"``, ``"random"``, or a pair ``(W0, H0)``.
       max_iter, tol: stop after ``max_iter`` iterations or when the objective's relative change
         over ``chunk_size`` iterations falls below ``tol`` (``tol=0``: always ``max_iter``).
-      n_restarts: independent inits (seeds ``seed`` split), vmapped in one compiled call; the one
-        with the lowest final objective is returned.
+      n_init: independent inits (seeds ``seed`` split; ``n_restarts=`` is deprecated), vmapped in
+        one compiled call; the one with the lowest final objective is returned.
       seed: PRNG seed (random init; the randomized SVD behind NNDSVD).
       l1_W, l2_W, l1_H, l2_H: penalty weights (see ``NMFHparams``).
       progress: show a progress bar over iterations (single restart; off when CI is set).
@@ -114,7 +116,7 @@ def fit(
     Xn = as_matrix(X, "X")
     k = check_n_components(n_components, Xn.shape)
     max_iter = check_positive_int(max_iter, "max_iter")
-    n_restarts = check_positive_int(n_restarts, "n_restarts")
+    n_restarts = check_positive_int(n_init, "n_init")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     tol = check_nonnegative_float(tol, "tol")
     hp = NMFHparams(*(check_nonnegative_float(v, n) for v, n in ((l1_W, "l1_W"), (l2_W, "l2_W"), (l1_H, "l1_H"), (l2_H, "l2_H"))))
@@ -125,7 +127,7 @@ def fit(
     if custom:
         state0 = _check_custom(init, Xn.shape, k, dtype)
         if n_restarts > 1:
-            raise ValueError("n_restarts > 1 repeats the same fit from a custom (W0, H0); use n_restarts=1 or a random init")
+            raise ValueError("n_init > 1 repeats the same fit from a custom (W0, H0); use n_init=1 or a random init")
         alg_init = "random"  # unused: the fit starts from state0
     else:
         if init not in INITS:

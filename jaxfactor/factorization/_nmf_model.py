@@ -70,7 +70,7 @@ class NMFModel(Fitted):
 
         n_components, n_init, max_iter = vocabulary("nmf", n_components, n_init, aliases, max_iter)
         inp = read(data, "nonnegative", layer)
-        res = nmf_fit(inp.X, n_components, method=method, init=init, max_iter=max_iter, tol=tol, n_restarts=n_init,
+        res = nmf_fit(inp.X, n_components, method=method, init=init, max_iter=max_iter, tol=tol, n_init=n_init,
                       seed=seed, l1_W=l1_W, l2_W=l2_W, l1_H=l1_H, l2_H=l2_H, progress=progress, mesh=mesh)
         settings = dict(n_components=int(n_components), n_init=int(n_init), max_iter=int(max_iter), tol=float(tol),
                         seed=int(seed), method=method, init=init, l1_W=l1_W, l2_W=l2_W, l1_H=l1_H, l2_H=l2_H,

@@ -16,6 +16,23 @@ import numpy as np
 from .._protocol import Fitted, Score
 
 
+def canonical_correlations(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Canonical correlations between the column spaces of A and B (centred), largest first."""
+    A = A - A.mean(axis=0)
+    B = B - B.mean(axis=0)
+    if A.shape[1] == 0 or B.shape[1] == 0:
+        return np.zeros(0)
+    qa, _ = np.linalg.qr(A)
+    qb, _ = np.linalg.qr(B)
+    return np.clip(np.linalg.svd(qa.T @ qb, compute_uv=False), 0.0, 1.0)
+
+
+def n_parameters(n: int, J: int, M: int, L: int, K: int, zero_inflation: bool, common_dispersion: bool) -> int:
+    """zinbwave's ``nParams``: β (M J), γ (L n), α (K J) for μ and π, W (n K) and the dispersions."""
+    sides = 2 if zero_inflation else 1
+    return sides * (M * J + L * n + K * J) + n * K + (1 if common_dispersion else J)
+
+
 def cell_kernel(p, Y, *, zero_inflation, max_iter, tol):
     """The cell-wise block of ``transform`` (ridge start, then Fisher-scoring blocks on γ_μ, γ_π,
     W to a relative change of the batch's PLL below ``tol``) on one fixed-size batch, for an
@@ -47,6 +64,11 @@ def cell_kernel(p, Y, *, zero_inflation, max_iter, tol):
             "n_iter": jnp.broadcast_to(n_iter, (n,))}
 
 
+def _column_names(Z) -> list:
+    """The design's column names as given (a name or a list of names); [] for a matrix or None."""
+    return [Z] if isinstance(Z, str) else ([str(z) for z in Z] if isinstance(Z, (list, tuple)) else [])
+
+
 def gene_params(res) -> dict:
     """The gene-level parameters and penalties of a fit, for :func:`cell_kernel`."""
     return {"beta_mu": np.asarray(res.beta_mu), "beta_pi": np.asarray(res.beta_pi), "alpha_mu": np.asarray(res.alpha_mu),
@@ -60,10 +82,17 @@ class ZINBWaVEModel(Fitted):
     family = "zinbwave"
     inputs = "counts"
     batch_size = 1024
+    option_help = {"n_components": "number of unknown cell factors K (0: a ZINB GLM on the covariates)",
+                   "X": "obs columns of the cell design (an intercept is always included)",
+                   "V": "var columns of the gene design (an intercept is always included)",
+                   "common_dispersion": "one θ for all genes instead of gene-wise θ",
+                   "zero_inflation": "false: negative-binomial model (π = 0)",
+                   "epsilon": "penalty scale ε (0: zinbwave's default, the number of genes)"}
+    option_types = {"X": list, "V": list}
 
     @classmethod
     def fit(cls, data, n_components=None, *, layer=None, n_init=1, max_iter=25, tol=1e-4, seed=0, mesh=None,
-            progress=False, X=None, V=None, common_dispersion=False, zero_inflation=True, **penalties):
+            progress=False, X=None, V=None, common_dispersion=False, zero_inflation=True, epsilon=0.0, **penalties):
         from .._inputs import read
         from .._protocol import vocabulary as _vocab
         from ._zinb_api import _covariates
@@ -74,11 +103,17 @@ class ZINBWaVEModel(Fitted):
         if n_init != 1:
             raise ValueError("zinbwave starts from its deterministic SVD initialisation; n_init must be 1")
         cls._one_device(mesh)
+        if epsilon:
+            penalties["epsilon"] = float(epsilon)
+        X = None if isinstance(X, (list, tuple)) and not X else X  # no columns: the intercept only
+        V = None if isinstance(V, (list, tuple)) and not V else V
         inp = read(data, "counts", layer)
         Y = inp.X
+        x_names = v_names = ["(Intercept)"]
+        x_levels = v_levels = {}
         if inp.adata is not None:
-            Xd, _, _ = _covariates(X, inp.adata.obs, "X")
-            Vd, _, _ = _covariates(V, inp.adata.var, "V")
+            Xd, x_names, x_levels = _covariates(X, inp.adata.obs, "X")
+            Vd, v_names, v_levels = _covariates(V, inp.adata.var, "V")
         elif isinstance(X, (str, list, tuple)) or isinstance(V, (str, list, tuple)):
             raise ValueError("X= / V= as column names need an AnnData; pass design matrices with arrays")
         else:
@@ -95,9 +130,19 @@ class ZINBWaVEModel(Fitted):
             Vd = None if Vd is None else np.asarray(Vd)[genes]
         res = fit_zinbwave(Y, n_components, X=Xd, V=Vd, common_dispersion=common_dispersion, zero_inflation=zero_inflation,
                            max_iter=max_iter, tol=tol, seed=seed, progress=progress, **penalties)
+        hp = res.hparams
         settings = dict(n_components=int(n_components), n_init=1, max_iter=int(max_iter), tol=float(tol), seed=int(seed),
                         common_dispersion=bool(common_dispersion), zero_inflation=bool(zero_inflation), layer=layer,
                         cell_covariates=bool(np.asarray(res.X).shape[1] > 1), named_variables=inp.named,
+                        X=_column_names(X), V=_column_names(V),
+                        # what jaxfactor.zinbwave.transform reads back from to_anndata's output (as from fit's)
+                        X_is_matrix=X is not None and not _column_names(X), V_is_matrix=V is not None and not _column_names(V),
+                        X_names=[str(n) for n in x_names], V_names=[str(n) for n in v_names],
+                        X_levels={k: [str(x) for x in v] for k, v in x_levels.items()},
+                        V_levels={k: [str(x) for x in v] for k, v in v_levels.items()},
+                        **{k: np.asarray(getattr(hp, k), np.float64).tolist()
+                           for k in ("eps_beta_mu", "eps_beta_pi", "eps_gamma_mu", "eps_gamma_pi")},
+                        **{k: float(getattr(hp, k)) for k in ("eps_W", "eps_alpha", "eps_zeta")},
                         **{k: float(v) for k, v in penalties.items()})
         return cls(res, inp.obs_names, inp.var_names, settings, cells, genes)
 
@@ -116,8 +161,9 @@ class ZINBWaVEModel(Fitted):
 
     def params(self):
         if self.settings.get("cell_covariates"):
-            raise ValueError("this ZINB-WaVE model has cell covariates; transform new cells with "
-                             "jaxfactor.zinbwave.transform and their obs")
+            raise ValueError(f"this ZINB-WaVE model has cell covariates ({', '.join(self.settings.get('X', [])) or 'a design matrix'}); "
+                             "predict supports intercept-only cell designs: "
+                             "transform new cells with jaxfactor.zinbwave.transform and their obs")
         return gene_params(self.result)
 
     def static(self):
@@ -125,13 +171,35 @@ class ZINBWaVEModel(Fitted):
 
     @staticmethod
     def kernel(p, Y, *, zero_inflation, max_iter, tol):
+        """W of new cells (and γ; all-zero cells get W = 0, γ = NaN and are flagged)."""
         out = cell_kernel(p, Y, zero_inflation=zero_inflation, max_iter=max_iter, tol=tol)
-        return {"embedding": out["W"], "all_zero": out["all_zero"]}
+        return {"embedding": out["W"], "gamma_mu": out["gamma_mu"], "gamma_pi": out["gamma_pi"], "all_zero": out["all_zero"]}
 
     def scores(self):
+        """Penalised and plain log-likelihood; zinbwave's ``zinbBIC`` / ``zinbAIC`` (lower is better)."""
         r = self.result
+        n, J = np.asarray(r.W).shape[0], np.asarray(r.alpha_mu).shape[1]
+        p = n_parameters(n, J, np.asarray(r.X).shape[1], np.asarray(r.V).shape[1], np.asarray(r.W).shape[1],
+                         bool(r.zero_inflation), bool(r.common_dispersion))
+        ll = float(r.log_likelihood)
         return {"penalized_log_likelihood": Score("penalized_log_likelihood", float(r.penalized_log_likelihood), True),
-                "log_likelihood": Score("log_likelihood", float(r.log_likelihood), True)}
+                "log_likelihood": Score("log_likelihood", ll, True),
+                "bic": Score("bic", float(np.log(n) * p - 2.0 * ll), False), "aic": Score("aic", float(2.0 * p - 2.0 * ll), False)}
+
+    def truth_metrics(self, truth) -> dict:
+        """Canonical correlations between the fitted and the simulated W (``truth.W``)."""
+        W_true = getattr(truth, "W", None)
+        if W_true is None or np.asarray(self.result.W).shape[1] == 0:
+            return {}
+        rows = slice(None) if self.cells is None else np.asarray(self.cells)
+        cc = canonical_correlations(np.asarray(self.result.W, np.float64), np.asarray(W_true)[rows])
+        return {"cancor_min": float(cc.min()), "cancor_mean": float(cc.mean())}
+
+    def _layer_outputs(self, Y):
+        """Fitted μ, π and the observational weights (zinbwave's ``computeObservationalWeights``)."""
+        r = self.result
+        return {"mu": np.exp(r.log_mu()).astype(np.float32), "pi": r.pi().astype(np.float32),
+                "weights": r.weights(Y).astype(np.float32)}
 
     def _cell_outputs(self):
         r = self.result
@@ -140,10 +208,16 @@ class ZINBWaVEModel(Fitted):
 
     def _var_outputs(self):
         r = self.result
-        return {"alpha_mu": np.asarray(r.alpha_mu, np.float32).T, "alpha_pi": np.asarray(r.alpha_pi, np.float32).T,
-                "theta": np.asarray(r.theta, np.float32)}
+        f32 = lambda a: np.asarray(a, np.float32).T  # noqa: E731
+        return {"alpha_mu": f32(r.alpha_mu), "alpha_pi": f32(r.alpha_pi), "beta_mu": f32(r.beta_mu),
+                "beta_pi": f32(r.beta_pi), "theta": np.asarray(r.theta, np.float32)}
 
     def _uns(self):
-        r = self.result
+        """The layout of ``jaxfactor.zinbwave.fit``'s ``uns['zinbwave']`` (so ``zinbwave.transform``
+        reads either), and the trace."""
+        r, s = self.result, self.settings
         return {"trace": np.asarray(r.trace), "trace_name": "penalised log-likelihood", "n_iter": int(r.n_iter),
-                "converged": bool(r.converged)}
+                "converged": bool(r.converged), "penalized_log_likelihood": float(r.penalized_log_likelihood),
+                "log_likelihood": float(r.log_likelihood), "X_names": s.get("X_names", []), "V_names": s.get("V_names", []),
+                "X_columns": s.get("X", []), "V_columns": s.get("V", []), "X_levels": s.get("X_levels", {}),
+                "V_levels": s.get("V_levels", {}), "V_matrix": np.asarray(r.V)}

@@ -67,6 +67,7 @@ from jax.scipy.special import digamma, gammaln, logsumexp
 from scipy.special import gammaln as sp_gammaln
 
 from .._base import Algorithm
+from .._protocol import renamed_arguments
 from .._cells import REPL, ROWS, check_cell_mesh, pad_rows, padded_size, place_rows
 from .._registry import register_example
 from ._em import CellData, Cells, EMModel, all_cells, cell_data, data_specs, em_algorithm, on_cells, split_cells
@@ -597,10 +598,11 @@ def _fit_counts(alt, ref, n_clones, *, method, max_iter, tol, n_init, seed, beta
     )
 
 
+@renamed_arguments(n_clones="n_components")
 def fit_binomial_mixture(
     alt,
     depth,
-    n_clones: int,
+    n_components: int,
     *,
     method: str = "em",
     max_iter: int = 200,
@@ -617,13 +619,13 @@ def fit_binomial_mixture(
     progress: bool = False,
     mesh: jax.sharding.Mesh | None = None,
 ) -> BinomialMixtureResult:
-    """Cluster cells into ``n_clones`` clones from allele counts (binomial mixture).
+    """Cluster cells into ``n_components`` clones from allele counts (binomial mixture).
 
     Args:
       alt: (n_cells, n_variants) ALT read counts; non-negative integers (float storage of whole
         numbers is accepted), dense or scipy sparse.
       depth: same shape, total reads REF + ALT (``alt <= depth``); 0 = uncovered (ignored).
-      n_clones: K, ``1 <= K <= n_cells``.
+      n_components: the number of clones K, ``1 <= K <= n_cells`` (``n_clones=`` is deprecated).
       method: ``"em"`` (MAP-EM, objective the log posterior) or ``"vb"`` (mean-field VB, vireoSNP's
         ``BinomMixtureVB``, objective the ELBO). See the module docstring for the updates.
       max_iter, tol, chunk_size: stop after ``max_iter`` iterations or when the objective's relative
@@ -653,14 +655,15 @@ def fit_binomial_mixture(
     ``jax_enable_x64`` is on, else float32.
     """
     alt, ref = _check_alt_ref(alt, depth)
-    return _fit_counts(alt, ref, n_clones, method=method, max_iter=max_iter, tol=tol, n_init=n_init, seed=seed,
+    return _fit_counts(alt, ref, n_components, method=method, max_iter=max_iter, tol=tol, n_init=n_init, seed=seed,
                        beta_a=beta_a, beta_b=beta_b, dirichlet=dirichlet, learn_weights=learn_weights,
                        init_prob=init_prob, sparse=sparse, chunk_size=chunk_size, progress=progress, mesh=mesh)
 
 
+@renamed_arguments(n_clones="n_components")
 def fit_binomial_mixture_anndata(
     adata,
-    n_clones: int,
+    n_components: int,
     *,
     filter: bool = False,
     min_maf: float = 5,
@@ -694,10 +697,10 @@ def fit_binomial_mixture_anndata(
         ref, alt = sp.csr_matrix(ref), sp.csr_matrix(alt)
         ref.eliminate_zeros()
         alt.eliminate_zeros()
-    unknown = set(kwargs) - set(inspect.signature(fit_binomial_mixture).parameters) - {"alt", "depth", "n_clones"}
+    unknown = set(kwargs) - set(inspect.signature(fit_binomial_mixture).parameters) - {"alt", "depth", "n_components"}
     if unknown:
         raise ValueError(f"unknown argument(s) {sorted(unknown)} for fit_binomial_mixture_anndata")
-    res = _fit_counts(alt, ref, n_clones, **{**_API_DEFAULTS, **kwargs})
+    res = _fit_counts(alt, ref, n_components, **{**_API_DEFAULTS, **kwargs})
     k = res.clone_prob.shape[1]
     out.obsm["clone_prob"] = res.clone_prob
     out.varm["clone_af"] = res.clone_af

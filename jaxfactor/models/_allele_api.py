@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import stats
 
+from .._protocol import renamed_arguments
 from ._allele import clone_responsibilities
 from ._allele_svi import AlleleFit, fit_allele_svi
 
@@ -158,14 +159,15 @@ def _af_interval(alt, depth, fit: AlleleFit, germline_mask, af_prior, level=CI_L
     return lo.T.astype(np.float32), hi.T.astype(np.float32), method
 
 
-def fit_allele_anndata(adata, n_clones: int, *, filter: bool = False, min_maf: float = 5,
+@renamed_arguments(n_clones="n_components")
+def fit_allele_anndata(adata, n_components: int, *, filter: bool = False, min_maf: float = 5,
                        filter_germline: bool = True, min_cell_coverage: float = 10, **fit_kwargs):
     """:func:`~jaxfactor.models._allele.fit_allele_svi` on ``adata.layers['REF']`` / ``['ALT']``.
 
     ``adata`` is cells x variants; the model's depth is ``REF + ALT`` (sparse layers are
     densified for the fit). With ``filter=True`` CCLONE's filter
     (:func:`jaxfactor.data.filter_variants` with ``min_maf``, ``filter_germline``,
-    ``min_cell_coverage``) runs first. ``fit_kwargs`` go to ``fit_allele_svi`` (``num_steps``,
+    ``min_cell_coverage``) runs first. ``fit_kwargs`` go to ``fit_allele_svi`` (``max_iter``,
     ``lr``, ``guide``, ``seed``, ``likelihood``, ``germline_mask``, priors...).
 
     A NaN/inf in the ELBO trace raises ``FloatingPointError`` (:func:`check_svi_losses`); a
@@ -196,6 +198,7 @@ def fit_allele_anndata(adata, n_clones: int, *, filter: bool = False, min_maf: f
     ref = ref.toarray() if sp.issparse(ref) else np.asarray(ref)
     alt = alt.toarray() if sp.issparse(alt) else np.asarray(alt)
     depth = ref + alt
+    n_clones = n_components
     fit = fit_allele_svi(alt, depth, n_clones, **fit_kwargs)
     check_svi_losses(fit.losses)
 

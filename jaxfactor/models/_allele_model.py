@@ -69,8 +69,8 @@ class AlleleModel(AlleleFitted):
         ref, alt = allele_layers(ad)
         dense = lambda m: m.toarray() if hasattr(m, "toarray") else np.asarray(m)
         ref, alt = dense(ref), dense(alt)
-        res = fit_allele_svi(alt, ref + alt, n_components, num_steps=max_iter, lr=lr, guide=guide, seed=seed,
-                             likelihood=likelihood, n_restarts=n_init, restart_steps=restart_steps, batch_size=batch_size or None)
+        res = fit_allele_svi(alt, ref + alt, n_components, max_iter=max_iter, lr=lr, guide=guide, seed=seed,
+                             likelihood=likelihood, n_init=n_init, restart_steps=restart_steps, batch_size=batch_size or None)
         check_svi_losses(res.losses)
         lo, hi, ci_method = _af_interval(alt, ref + alt, res, None, (1.0, 1.0))
         settings = dict(n_components=int(n_components), n_init=int(n_init), max_iter=int(max_iter), seed=int(seed),

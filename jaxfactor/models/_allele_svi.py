@@ -45,6 +45,7 @@ from numpyro.infer.autoguide import AutoDelta, AutoNormal
 from numpyro.infer.initialization import init_to_value
 from scipy.special import gammaln
 
+from .._protocol import renamed_arguments
 from ._allele import GUIDES, LIKELIHOODS, _check_data, _check_sizes, allele_model, clone_responsibilities
 
 __all__ = ["AlleleFit", "fit_allele_svi"]
@@ -140,19 +141,21 @@ def _run(advance, state, data, n_steps, chunk, offset):
     return state, np.concatenate(losses) if losses else np.zeros(0, np.float32)
 
 
-def fit_allele_svi(alt, depth, n_clones, *, num_steps=2000, lr=0.05, guide="delta", seed=0, likelihood="binomial",
-                   germline_mask=None, n_restarts=1, restart_steps=200, batch_size=None, chunk_size=100,
+@renamed_arguments(n_clones="n_components", num_steps="max_iter", n_restarts="n_init")
+def fit_allele_svi(alt, depth, n_components, *, max_iter=2000, lr=0.05, guide="delta", seed=0, likelihood="binomial",
+                   germline_mask=None, n_init=1, restart_steps=200, batch_size=None, chunk_size=100,
                    **model_kwargs) -> AlleleFit:
     """Fit the allele model by SVI; see the module docstring.
 
     Args:
       alt, depth: (cells x variants) counts.
-      n_clones: K.
-      num_steps: optimiser steps of the kept start (``restart_steps`` of them shared with the
-        restart phase when ``n_restarts > 1``).
+      n_components: the number of clones K (``n_clones=`` is deprecated).
+      max_iter: optimiser steps of the kept start (``restart_steps`` of them shared with the
+        restart phase when ``n_init > 1``; ``num_steps=`` is deprecated).
       lr: Adam learning rate.
       guide: ``"delta"`` (MAP) or ``"normal"`` (mean-field).
-      n_restarts, restart_steps: random starts and the steps each runs before the best is kept.
+      n_init, restart_steps: random starts (``n_restarts=`` is deprecated) and the steps each runs
+        before the best is kept.
       batch_size: cells per step (``plate`` subsampling); ``None`` uses every cell.
       chunk_size: steps per compiled call (the loss is checked for NaN between calls).
       germline_mask: (variants,) bool, sites fixed at AF 0.5 in every clone.
@@ -161,6 +164,7 @@ def fit_allele_svi(alt, depth, n_clones, *, num_steps=2000, lr=0.05, guide="delt
     Raises ``ValueError`` on bad input (before compiling) and ``FloatingPointError`` when the
     ELBO becomes NaN/inf (the message names the step).
     """
+    n_clones, num_steps, n_restarts = n_components, max_iter, n_init
     alt, depth = _check_data(alt, depth)
     N, J = alt.shape
     _check_sizes(N, J, n_clones)
@@ -170,7 +174,7 @@ def fit_allele_svi(alt, depth, n_clones, *, num_steps=2000, lr=0.05, guide="delt
         raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-    for name, v, lo in (("num_steps", num_steps, 1), ("n_restarts", n_restarts, 1), ("restart_steps", restart_steps, 1),
+    for name, v, lo in (("max_iter", num_steps, 1), ("n_init", n_restarts, 1), ("restart_steps", restart_steps, 1),
                         ("chunk_size", chunk_size, 1)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")

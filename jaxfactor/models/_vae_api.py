@@ -33,6 +33,7 @@ import numpy as np
 
 from .._fit import _canonical_hp
 from .._xla import cpu_jit
+from .._protocol import renamed_arguments
 from ._likelihoods import LIKELIHOODS
 from ._vae_input import OBSM_KEY, _choice, _int, _num, check_values, dense32, read_input
 from ._vae_modules import KINDS, NORMS, TRANSFORMS, VAEConfig
@@ -140,10 +141,11 @@ def _objective(alg, state, data, hp):
     return alg.objective(state, data, hp)
 
 
+@renamed_arguments(n_latent="n_components", max_epochs="max_iter")
 def fit_vae(
-    data, *, layer: str | None = None, kind: str = "vae", likelihood: str = "zinb", n_latent: int = 10,
+    data, *, layer: str | None = None, kind: str = "vae", likelihood: str = "zinb", n_components: int = 10,
     n_hidden: int = 128, n_layers: int = 1, dropout_rate: float = 0.1, norm: str = "batch", transform: str = "log1p",
-    batch_size: int = 128, max_epochs: int | None = None, lr: float = 1e-3, weight_decay: float = 1e-6,
+    batch_size: int = 128, max_iter: int | None = None, lr: float = 1e-3, weight_decay: float = 1e-6,
     adam_eps: float = 0.01, kl_warmup_epochs: float = 400.0, validation_fraction: float = 0.1,
     early_stopping: bool = False, patience: int = 45, min_delta: float = 0.0, restore_best: bool = True,
     seed: int = 0, val_every: int = 1, checkpoint_dir: str | None = None, checkpoint_every: int = 10,
@@ -155,7 +157,8 @@ def fit_vae(
     latent 10, encoder dropout 0.1, batch norm, ZINB likelihood with gene-wise dispersion and the
     observed library size as offset, minibatches of 128, Adam(W) with lr 1e-3, eps 0.01, weight
     decay 1e-6, KL warm-up over 400 epochs, 90 % / 10 % train / validation split, and
-    ``max_epochs = min(round(20000 / n_cells * 400), 400)``.
+    ``max_iter = min(round(20000 / n_cells * 400), 400)`` epochs. ``n_components`` is the latent
+    size (``n_latent=`` and ``max_epochs=`` are deprecated names).
 
     Args:
       data: counts as an array, a scipy sparse matrix or an AnnData (``X`` or ``layer``). The
@@ -173,7 +176,7 @@ def fit_vae(
       checkpoint_dir: write ``checkpoint.msgpack`` there every ``checkpoint_every`` epochs and at
         the end (atomically; the last good one is named if the loss turns non-finite).
       resume: a checkpoint path or a ``VAEFit`` to continue from; configuration, hyperparameters,
-        gene selection and split come from it, ``max_epochs`` is the new total.
+        gene selection and split come from it, ``max_iter`` is the new total of epochs.
       obsm_key: when ``data`` is an AnnData, the posterior means of all its cells are written to
         ``data.obsm[obsm_key]`` (``None``: do not write).
       mesh: a 1-D ``"cells"`` mesh (:func:`jaxfactor.cell_mesh`): data-parallel training, every
@@ -189,6 +192,7 @@ def fit_vae(
     """
     from .._cells import check_cell_mesh
 
+    n_latent, max_epochs = n_components, max_iter
     check_cell_mesh(mesh)
     mat, adata, names = read_input(data, layer)
     prev = load_checkpoint(resume) if isinstance(resume, (str, os.PathLike)) else resume

@@ -36,7 +36,7 @@ class VAEModel(Fitted):
                              "tol does not apply")
         n_components = 10 if n_components is None else n_components
         inp = read(data, "matrix", layer)  # fit_vae checks what its likelihood needs (counts, >= 0)
-        fit = fit_vae(inp.X, n_latent=n_components, max_epochs=max_iter, seed=seed, progress=progress, mesh=mesh,
+        fit = fit_vae(inp.X, n_components=n_components, max_iter=max_iter, seed=seed, progress=progress, mesh=mesh,
                       obsm_key=None, **options)
         settings = {**{k: v for k, v in fit.settings.items() if v is not None},
                     **dict(n_components=int(n_components), n_init=1, max_iter=int(fit.n_epochs), seed=int(seed),

@@ -70,6 +70,7 @@ def selection_records(rows: list[dict], score_key: str, better: str = "min"):
 class Loaded:
     adata: Any
     labels: np.ndarray | None  # simulated truth per obs_name (population index)
+    truth: Any = None  # the simulator's result (what a family's truth_metrics compares with)
 
 
 class CcloneTask:
@@ -146,7 +147,7 @@ class CcloneTask:
             if m["filter"]:
                 adata = filter_variants(adata, min_maf=m["min_maf"], filter_germline=m["filter_germline"],
                                         min_cell_coverage=m["min_cell_coverage"])
-            result = cclone.fit(adata, m["k"], **common)
+            result = cclone.fit(adata, m["k"], max_iter=common["n_cycles"], **{k: v for k, v in common.items() if k != "n_cycles"})
         seconds = time.perf_counter() - t0
         if m["celltype_key"]:
             result = cclone.annotate(result, m["celltype_key"], m["healthy"], m["cancer"], threshold=m["threshold"])

@@ -202,7 +202,7 @@ def clones_command(args, log) -> int:
         adata.obs[key] = adata.obs[key].astype(object).where(adata.obs[key].notna(), "unknown")
     quiet = args.quiet
     out = call(adata, celltype_key=key or None, healthy=healthy, cancer=cancer, method=args.method,
-               n_clones=_n_clones(args.n_clones), n_init=args.n_init, seed=args.seed, threshold=args.threshold,
+               n_components=_n_clones(args.n_clones), n_init=args.n_init, seed=args.seed, threshold=args.threshold,
                log=None if quiet else log)
     lines = list(notes)
     if truth is not None:
@@ -290,7 +290,7 @@ class ClonesTask:
         def fit_point(method):
             t0 = time.perf_counter()
             out = call(loaded.adata, celltype_key=m["celltype_key"] or None, healthy=m["healthy"], cancer=m["cancer"],
-                       method=method, n_clones=m["n_clones"], n_init=m["n_init"], max_iter=m["max_iter"], tol=m["tol"],
+                       method=method, n_components=m["n_clones"], n_init=m["n_init"], max_iter=m["max_iter"], tol=m["tol"],
                        seed=cfg.fit["seed"], criterion=(m["criterion"] or None) if len(methods) == 1 else None,
                        threshold=m["threshold"], mixed_fraction=m["mixed_fraction"], min_annotated=m["min_annotated"],
                        drop_rna_editing=m["drop_rna_editing"], drop_germline=m["drop_germline"], min_cells=m["min_cells"],

@@ -34,8 +34,12 @@ def option_fields(model) -> dict[str, Field]:
     for cls in reversed(model.__mro__):  # a base class's help (e.g. the allele filters), overridden by the family's
         helps.update(getattr(cls, "option_help", {}))
     fields = {"n_components": Field(int, help=helps.get("n_components", "rank / number of components"))}
+    types = getattr(model, "option_types", {})
     for name, p in inspect.signature(model.fit).parameters.items():
-        if p.kind is not p.KEYWORD_ONLY or name in SHARED or p.default is None:
+        if p.kind is not p.KEYWORD_ONLY or name in SHARED or (p.default is None and name not in types):
+            continue
+        if name in types:  # e.g. a list of column names, None in Python meaning "none"
+            fields[name] = Field(types[name], [] if types[name] is list else p.default, help=helps.get(name, ""))
             continue
         t = bool if isinstance(p.default, bool) else type(p.default)
         if t in (bool, int, float, str):
@@ -80,22 +84,31 @@ class FamilyTask:
     def load(self, cfg) -> Loaded:
         d = cfg.data
         if "simulator" in d:
-            adata, labels = _simulated(cfg.spec.simulators[d["simulator"]](**{k: v for k, v in d.items() if k != "simulator"}))
-            return Loaded(adata, None if labels is None else np.asarray(labels))
+            sim = cfg.spec.simulators[d["simulator"]](**{k: v for k, v in d.items() if k != "simulator"})
+            adata, labels = _simulated(sim)
+            return Loaded(adata, None if labels is None else np.asarray(labels), sim)
         if self.model.inputs == "alleles":
             from ._cclone_task import CcloneTask
 
-            return CcloneTask().load(cfg)
-        import anndata
+            loaded = CcloneTask().load(cfg)
+        else:
+            import anndata
 
-        from ..data import load_any
+            from ..data import load_any
 
-        X, adata = load_any(d["path"], fmt=d["format"] or None, layer=d["layer"] or None, key=d["key"] or None,
-                            delimiter=d["delimiter"] or None, header=d["header"], index_col=d["index_col"],
-                            transpose=d["transpose"])
-        if adata is None or d["transpose"]:
-            adata = anndata.AnnData(X=np.asarray(X.toarray() if hasattr(X, "toarray") else X, np.float32))
-        return Loaded(adata, None)
+            X, adata = load_any(d["path"], fmt=d["format"] or None, layer=d["layer"] or None, key=d["key"] or None,
+                                delimiter=d["delimiter"] or None, header=d["header"], index_col=d["index_col"],
+                                transpose=d["transpose"])
+            if adata is None or d["transpose"]:
+                adata = anndata.AnnData(X=np.asarray(X.toarray() if hasattr(X, "toarray") else X, np.float32))
+            loaded = Loaded(adata, None)
+        key = d.get("label_key") or ""
+        if key:
+            if key not in loaded.adata.obs:
+                available = ", ".join(map(str, loaded.adata.obs.columns)) or "(none)"
+                raise ValueError(f"data.label_key {key!r} is not an obs column; available: {available}")
+            loaded.labels = np.unique(np.asarray(loaded.adata.obs[key]).astype(str), return_inverse=True)[1]
+        return loaded
 
     def _fit(self, cfg, loaded: Loaded, point: dict):
         from .._cells import cell_mesh
@@ -115,7 +128,6 @@ class FamilyTask:
         return self.model.fit(loaded.adata, n, **shared, **options)
 
     def execute(self, cfg, loaded: Loaded, points=None) -> PipelineOutcome:
-        from ..cclone import adjusted_rand_index
         from ._resume import PointCache
 
         points = PointCache() if points is None else points
@@ -131,11 +143,10 @@ class FamilyTask:
                 info = model._uns()
                 row.update({k: info[k] for k in ("n_iter", "converged") if k in info})
                 row["seconds"] = time.perf_counter() - t0
-                if loaded.labels is not None and model.has_labels:
-                    cells = model.obs_names if model.cells is None else model.obs_names[np.asarray(model.cells)]
-                    out = model._cell_outputs()
-                    if "label" in out:
-                        row["ari"] = adjusted_rand_index(np.asarray(out["label"]), loaded.labels[[pos[c] for c in cells]])
+                if loaded.truth is not None:
+                    row.update(model.truth_metrics(loaded.truth))
+                if loaded.labels is not None:
+                    row.update(_label_recovery(model, loaded.labels, pos, cfg.fit.get("seed", 0)))
                 return row, model
 
             row, model = points.get_or_fit(i, {k: point[k] for k in swept}, fit_point)
@@ -160,9 +171,31 @@ class FamilyTask:
             if best.inputs == "matrix" and best.cells is None and best.genes is None:
                 layer = best.settings.get("layer")
                 X = loaded.adata.layers[layer] if layer else loaded.adata.X
-            family_figure(folder, f"{self.name}.png", best, table, swept[0], score, X=X)
+            labels = None
+            if loaded.labels is not None:
+                cells = best.obs_names if best.cells is None else best.obs_names[np.asarray(best.cells)]
+                labels = loaded.labels[[pos[c] for c in cells]]
+            family_figure(folder, f"{self.name}.png", best, table, swept[0], score, X=X, labels=labels)
 
         return PipelineOutcome(records, best.to_anndata(loaded.adata), {"selection.csv": table}, figures, files)
+
+
+def _label_recovery(model, labels: np.ndarray, pos: dict, seed: int) -> dict:
+    """ARI of the fit's labels against known ones; for a family without labels, of k-means on its
+    embedding (k = the number of known labels)."""
+    from .._kmeans import kmeans
+    from ..cclone import adjusted_rand_index
+
+    cells = model.obs_names if model.cells is None else model.obs_names[np.asarray(model.cells)]
+    truth = labels[[pos[c] for c in cells]]
+    out = model._cell_outputs()
+    if "label" in out:
+        return {"ari": adjusted_rand_index(np.asarray(out["label"]), truth)}
+    Z = out.get("embedding")
+    k = len(np.unique(truth))
+    if Z is None or np.asarray(Z).shape[1] == 0 or not 1 < k <= len(truth):
+        return {}
+    return {"ari": adjusted_rand_index(kmeans(np.asarray(Z, np.float64), k, seed=seed, max_iter=100), truth)}
 
 
 def _plt():
@@ -183,7 +216,7 @@ def _heatmap(fig, ax, A, cmap: str, label: str, xlabel: str, ylabel: str) -> Non
     ax.set_ylabel(ylabel)
 
 
-def family_figure(folder: str, name: str, model, table, key: str, score, X=None) -> None:
+def family_figure(folder: str, name: str, model, table, key: str, score, X=None, labels=None) -> None:
     """The chosen model's per-cell result (posterior probabilities, cells ordered by label, or the
     first two dimensions of its embedding), the data's first two features coloured by label (a
     mixture of a matrix ``X``) or its per-variable result (clone allele frequencies), the chosen
@@ -222,11 +255,15 @@ def family_figure(folder: str, name: str, model, table, key: str, score, X=None)
         elif panel == "embedding":
             Z = np.asarray(cells["embedding"])
             y = Z[:, 1] if Z.shape[1] > 1 else np.zeros(len(Z))
-            colour = cells.get("label")
+            colour = cells.get("label", labels)
             if colour is None:
                 ax.scatter(Z[:, 0], y, s=4)
             else:
-                ax.scatter(Z[:, 0], y, s=4, c=colour, cmap="tab10")
+                sc = ax.scatter(Z[:, 0], y, s=4, c=colour, cmap="tab10", vmin=0, vmax=9)
+                kinds = np.unique(colour)[:10]
+                handles = [plt.Line2D([], [], marker="o", ls="", color=sc.cmap(sc.norm(k))) for k in kinds]
+                title = "label" if "label" in cells else "known label"
+                ax.legend(handles, [str(k) for k in kinds], title=title, fontsize=7, markerscale=0.8)
             ax.set_xlabel(f"{model.family} dimension 1")
             ax.set_ylabel(f"{model.family} dimension 2" if Z.shape[1] > 1 else "")
         elif panel == "af":

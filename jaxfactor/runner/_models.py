@@ -141,7 +141,7 @@ FIT_HELP = {"max_iter": "maximum iterations (EM iterations, SVI steps...) per fi
 
 
 def _family_specs() -> dict[str, ModelSpec]:
-    from ..data import simulate_clones, simulate_gmm, simulate_ppca
+    from ..data import simulate_clones, simulate_gmm, simulate_ppca, simulate_zinb
     from ..models._allele_model import simulate_allele_counts
 
     return {
@@ -150,6 +150,8 @@ def _family_specs() -> dict[str, ModelSpec]:
         "binomial_mixture": family_spec("binomial_mixture", {"clones": simulate_clones}, {"n_clones": "n_components"}),
         "allele_model": family_spec("allele_model", {"alleles": simulate_allele_counts},
                                     {"n_clones": "n_components", "num_steps": "fit.max_iter", "n_restarts": "fit.n_restarts"}),
+        "zinbwave": family_spec("zinbwave", {"zinb": simulate_zinb},
+                                {"X_columns": "X", "V_columns": "V", "label_key": "data.label_key"}),
     }
 
 
@@ -161,14 +163,6 @@ def _vae_spec() -> ModelSpec:
                      fit_keys=("seed",), sweepable=VAE_SWEEPABLE, pipeline=VAETask())
 
 
-def _zinbwave_spec() -> ModelSpec:
-    from ._zinbwave_task import ZINBWAVE_FIELDS, ZINBWaveTask
-    from ..data import simulate_zinb
-
-    return ModelSpec(name="zinbwave", static=ZINBWAVE_FIELDS, hparams={}, simulators={"zinb": simulate_zinb},
-                     fit_keys=("max_iter", "tol", "seed"), sweepable=("n_components",), pipeline=ZINBWaveTask())
-
-
 def _clones_spec() -> ModelSpec:
     from ._clones import CLONES_FIELDS, ClonesTask
     from ..data import simulate_clones
@@ -178,7 +172,7 @@ def _clones_spec() -> ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {"nmf": NMF, "cclone": _cclone_spec(), **_family_specs(),
-                                "vae": _vae_spec(), "zinbwave": _zinbwave_spec(), "clones": _clones_spec()}
+                                "vae": _vae_spec(), "clones": _clones_spec()}
 
 
 def get_model(name: Any) -> ModelSpec:

@@ -13,13 +13,14 @@ the model's runner task module ``_{name}_task.py``, found by :func:`lookup`):
 - ``cclone``: each cell's factor loadings ``c ∈ [0,1]^k`` against the fitted V, the exact
   box-constrained weighted least-squares solve ``min Σ_j W_ij (M_ij − c·v_j)² + l2‖c‖²`` by
   coordinate descent (``box_qp_rows``), with M and W built from REF/ALT as in the fit.
-- ``gmm``, ``ppca``, ``binomial_mixture``, ``allele_model`` (run by the runner's family task): the
+- ``gmm``, ``ppca``, ``binomial_mixture``, ``allele_model``, ``zinbwave`` (the runner's family task): the
   model saved in ``RUN_DIR/model`` (:meth:`jaxfactor.Fitted.save`) and the family's own kernel —
   what ``model.transform`` / ``predict`` run (GMM: posterior probabilities and log p(x); PPCA:
   E[z | x] and log p(x); binomial mixture: posterior clones under the MAP (EM) or the Beta /
   Dirichlet posteriors (VB); allele model: posterior clones and log p(ALT | DP) with AFs, weights,
-  dropout and error fixed). Outputs under the keys ``to_anndata`` uses (``<family>_proba``,
-  ``X_<family>``, ``<family>_label``, ``<family>_log_likelihood``).
+  dropout and error fixed; ZINB-WaVE: W and γ with every gene-level parameter fixed, all-zero cells
+  flagged). Outputs under the keys ``to_anndata`` uses (``<family>_proba``, ``X_<family>``,
+  ``<family>_label``, ``<family>_log_likelihood``, ``zinbwave_all_zero``).
 
 Checks, all before anything is compiled or written: RUN_DIR is a finished run of a model with a
 predictor, written by this jaxfactor version; DATA holds every variable the model was fitted on
@@ -134,16 +135,28 @@ def _family_write(name):
                 out.obsm[f"{name}_{key}"] = value.astype(np.float32)
             else:
                 out.obs[f"{name}_{key}"] = value
-        rep = res.get("proba", res.get("embedding"))
-        if rep is not None and name != "ppca":
+        rep = res.get("proba")
+        if rep is not None:
             labels = np.asarray(rep).argmax(axis=1)
             out.obs[f"{name}_label"] = pd.Categorical(labels.astype(str), categories=[str(i) for i in range(rep.shape[1])])
+        n_empty = int(np.sum(res["all_zero"])) if "all_zero" in res else 0
+        if n_empty:
+            import warnings
+
+            warnings.warn(f"{name} predict: {n_empty} all-zero cells have no information (their embedding is the "
+                          f"penalty's minimum, 0); they are flagged in obs['{name}_all_zero']", UserWarning, stacklevel=2)
     return write
 
 
-for _name in ("gmm", "ppca", "binomial_mixture", "allele_model"):
-    register(_name, Predictor(inputs=_family_inputs, load=_family_load, kernel=_kernel(_name), write=_family_write(_name),
-                              fitted_vars=_family_vars, batch_size=8192))
+def _family_predictor(name: str) -> Predictor:
+    from .._families import family
+
+    return Predictor(inputs=_family_inputs, load=_family_load, kernel=_kernel(name), write=_family_write(name),
+                     fitted_vars=_family_vars, batch_size=family(name).model.batch_size)
+
+
+for _name in ("gmm", "ppca", "binomial_mixture", "allele_model", "zinbwave"):
+    register(_name, _family_predictor(_name))
 
 
 # --------------------------------------------------------------------------------------------

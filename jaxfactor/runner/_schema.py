@@ -117,6 +117,8 @@ DATA_FILE_FIELDS = {
     "header": Field(bool, False, help="CSV has a header row"),
     "index_col": Field(bool, False, help="CSV's first column is a row index"),
     "transpose": Field(bool, False, help="transpose the matrix after reading"),
+    "label_key": Field(str, "", help="obs column of known cell labels: the ARI of the fit's labels (or of k-means on its "
+                                     "embedding) against them (families run by the runner's family task)"),
 }
 
 SECTIONS = ("data", "model", "fit", "run", "sweep")

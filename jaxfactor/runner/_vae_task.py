@@ -108,9 +108,9 @@ class VAETask:
 
         def fit_point(k):
             t0 = time.perf_counter()
-            fit = fit_vae(loaded.X, kind=m["kind"], likelihood=m["likelihood"], n_latent=k, n_hidden=m["n_hidden"],
+            fit = fit_vae(loaded.X, kind=m["kind"], likelihood=m["likelihood"], n_components=k, n_hidden=m["n_hidden"],
                           n_layers=m["n_layers"], dropout_rate=m["dropout_rate"], norm=m["norm"], batch_size=m["batch_size"],
-                          max_epochs=m["max_epochs"] or None, lr=m["lr"], weight_decay=m["weight_decay"],
+                          max_iter=m["max_epochs"] or None, lr=m["lr"], weight_decay=m["weight_decay"],
                           kl_warmup_epochs=m["kl_warmup_epochs"], validation_fraction=m["validation_fraction"],
                           early_stopping=m["early_stopping"], patience=m["patience"], seed=seed, mesh=mesh)
             seconds = time.perf_counter() - t0
