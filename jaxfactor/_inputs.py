@@ -119,20 +119,35 @@ def _allele_anndata(data):
                      f"of cells x variants matrices, got {type(data).__name__}")
 
 
-def read(data, kind: str, layer: str | None = None) -> Inputs:
-    """``data`` (array, sparse matrix, AnnData, or for alleles a (REF, ALT) pair) checked as ``kind``."""
+def _checked_sparse(M, name: str):
+    """A scipy sparse matrix checked (numeric, non-empty, finite stored values) without densifying."""
+    if M.shape[0] == 0 or M.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {M.shape}); it needs at least one row and one column")
+    if not (np.issubdtype(M.dtype, np.number) or M.dtype == bool):
+        raise ValueError(f"{name} must be numeric, got dtype {M.dtype}; convert it with .astype(float)")
+    bad = ~np.isfinite(M.data)
+    if bad.any():
+        n_nan = int(np.isnan(M.data).sum())
+        raise ValueError(f"{name} has {n_nan} NaN and {int(bad.sum()) - n_nan} infinite entries; impute or drop them before fitting")
+    return sp.csr_matrix(M)
+
+
+def read(data, kind: str, layer: str | None = None, *, sparse_ok: bool = False) -> Inputs:
+    """``data`` (array, sparse matrix, AnnData, or for alleles a (REF, ALT) pair) checked as ``kind``;
+    ``sparse_ok`` keeps a scipy sparse matrix sparse (kind ``"matrix"``; the model checks the rest)."""
     if kind == "alleles":
         if layer is not None:
             raise ValueError("layer= does not apply to allele counts; they are read from layers REF and ALT (or ALT and DP)")
         ad, named = _allele_anndata(data)
         return Inputs(ad, np.asarray(ad.obs_names).astype(str), np.asarray(ad.var_names).astype(str),
                       data if is_anndata(data) else None, named)
+    keep = lambda M, name: _checked_sparse(M, name) if sparse_ok and sp.issparse(M) else check_matrix(M, kind, name)  # noqa: E731
     if is_anndata(data):
-        X = check_matrix(_matrix_of(data, layer), kind, f"layer {layer!r}" if layer else "adata.X")
+        X = keep(_matrix_of(data, layer), f"layer {layer!r}" if layer else "adata.X")
         return Inputs(X, np.asarray(data.obs_names).astype(str), np.asarray(data.var_names).astype(str), data, True)
     if layer is not None:
         raise ValueError(f"layer={layer!r} was given but the data is a {type(data).__name__}, not an AnnData")
-    X = check_matrix(data, kind)
+    X = keep(data, "X")
     return Inputs(X, _positional(X.shape[0]), _positional(X.shape[1]), None, False)
 
 

@@ -285,7 +285,8 @@ class Fitted:
         from ._inputs import aligned_blocks
 
         blocks = aligned_blocks(self, data, layer)
-        return run_kernel(self.kernel, self.params(), blocks, self.static(), self.batch_size)
+        out = run_kernel(self.kernel, self.params(), blocks, self.static(), self.batch_size)
+        return {k: v for k, v in out.items() if not k.startswith("_")}  # "_..." are the kernel's diagnostics
 
     def transform(self, data, *, layer: str | None = None) -> np.ndarray:
         """Each new cell's representation: its embedding (factor loadings, latent position) or,

@@ -134,9 +134,8 @@ def test_one_kmeans_in_the_package():
     """The runner's ARI scoring imports the shared k-means (runner/_cluster.py is gone)."""
     import importlib.util
 
-    from jaxfactor.runner import _family_task, _vae_task
+    from jaxfactor.runner import _family_task
 
-    assert _vae_task.kmeans_labels is kmeans
     assert "from .._kmeans import kmeans" in open(_family_task.__file__).read()  # its label recovery
     assert importlib.util.find_spec("jaxfactor.runner._cluster") is None
 

@@ -17,7 +17,7 @@ import pytest
 import scipy.sparse as sp
 
 from jaxfactor.data import simulate_counts
-from jaxfactor.models._vae_api import checkpoint_from_bytes
+from jaxfactor.models import load_vae
 from jaxfactor.runner import main
 
 EXP = Path(__file__).resolve().parents[1] / "experiments"
@@ -33,10 +33,10 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("vae") / "run"
     code = main(["run", str(EXP / "vae_demo.toml"), "--out", str(out),
                  *sets("run.figures=false", "data.n_cells=300", "data.n_genes=40", "model.n_hidden=32",
-                       "model.max_epochs=3", "model.batch_size=32", "model.n_importance=0", "sweep.n_latent=[3]")])
+                       "fit.max_iter=3", "model.batch_size=32", "model.n_importance=0", "sweep.n_components=[3]")])
     assert code == 0
     fitted = anndata.read_h5ad(out / "result.h5ad")
-    return out, fitted, checkpoint_from_bytes(fitted.uns["vae"]["checkpoint"])
+    return out, fitted, load_vae(out / "model")
 
 
 def _new_cells(n=150, seed=11):
@@ -65,31 +65,31 @@ def _predict(run_dir, data, out, capsys=None):
 
 def test_predict_equals_encode_and_gives_back_the_fitted_latent(run, tmp_path, capsys):
     run_dir, fitted, fit = run
-    assert not (run_dir / "checkpoint.msgpack").exists()  # figures off: the model is in result.h5ad
+    assert (run_dir / "model" / "checkpoint.msgpack").exists()  # the saved model holds the VAE's checkpoint
     assert fit.n_epochs == 3 and fit.config.n_latent == 3
     X = _new_cells()
     genes = list(fitted.var_names)
 
     dense = _predict(run_dir, _write(tmp_path / "dense.h5ad", X, genes), tmp_path / "p1.h5ad")
     assert "cells/min" in capsys.readouterr().out
-    z = dense.obsm["X_jaxfactor_vae"]
+    z = dense.obsm["X_vae"]
     assert z.shape == (150, 3) and z.dtype == np.float32 and list(dense.obs_names) == [f"new{i}" for i in range(150)]
-    assert dense.obsm["X_jaxfactor_vae_var"].shape == (150, 3) and np.all(dense.obsm["X_jaxfactor_vae_var"] > 0)
-    assert dense.uns["jaxfactor_predict"]["batch_size"] == B and dense.uns["vae_predict"]["n_latent"] == 3
+    assert dense.obsm["vae_variance"].shape == (150, 3) and np.all(dense.obsm["vae_variance"] > 0)
+    assert dense.uns["jaxfactor_predict"]["batch_size"] == B
     ref, var = fit.encode(X, return_var=True)  # the API's batched encode, one batch of 1024
     np.testing.assert_allclose(z, ref, rtol=1e-5, atol=1e-6)  # float32, other batch shapes
-    np.testing.assert_allclose(dense.obsm["X_jaxfactor_vae_var"], var, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dense.obsm["vae_variance"], var, rtol=1e-5, atol=1e-6)
 
     # sparse CSR read from disk batch by batch, genes reversed, one gene the model does not know
     backed = _predict(run_dir, _write(tmp_path / "csr.h5ad", X[:, ::-1], genes[::-1], sparse=True, extra=True),
                       tmp_path / "p2.h5ad")
-    np.testing.assert_allclose(backed.obsm["X_jaxfactor_vae"], z, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(backed.obsm["X_vae"], z, rtol=1e-5, atol=1e-6)
 
     # the run's own cells give back the latent the run wrote
     train = fitted.layers["counts"] if "counts" in fitted.layers else fitted.X
     own = _predict(run_dir, _write(tmp_path / "own.h5ad", train.toarray() if sp.issparse(train) else train, genes),
                    tmp_path / "p3.h5ad")
-    np.testing.assert_allclose(own.obsm["X_jaxfactor_vae"], fitted.obsm["X_jaxfactor_vae"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(own.obsm["X_vae"], fitted.obsm["X_vae"], rtol=1e-5, atol=1e-6)
 
 
 def _error(run_dir, data, out, capsys):
@@ -130,9 +130,7 @@ def test_run_folders_without_a_vae_model_are_refused(run, tmp_path, capsys):
     err = _error(other, data, out, capsys)
     assert "holds a 'nmf' run, which has no predictor" in err and "vae" in err.split("predict supports:")[1]
 
-    old = tmp_path / "old"  # a VAE run written before the model was stored in result.h5ad
+    old = tmp_path / "old"  # a VAE run written before runs saved their model (model/)
     shutil.copytree(run_dir, old)
-    res = anndata.read_h5ad(old / "result.h5ad")
-    del res.uns["vae"]["checkpoint"]
-    res.write_h5ad(old / "result.h5ad")
+    shutil.rmtree(old / "model")
     assert "rerun the fit to predict with it" in _error(old, data, out, capsys)

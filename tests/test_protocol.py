@@ -21,7 +21,7 @@ SETTINGS = {
     "ppca": (2, dict()),
     "binomial_mixture": (4, dict(n_init=3)),
     "allele_model": (4, dict(max_iter=300, n_init=2)),
-    "vae": (4, dict(max_iter=5, likelihood="nb")),
+    "vae": (4, dict(max_iter=5, likelihood="nb", n_importance=0)),
     "zinbwave": (2, dict(max_iter=5)),
     "clones": (4, dict(celltype_key="celltype", healthy=HEALTHY, cancer=CANCER, n_init=4)),
 }

@@ -336,17 +336,17 @@ def test_vae_demo_config(tmp_path, capsys):
     from jaxfactor.runner import main
 
     out = tmp_path / "o"
-    sets = ["data.n_cells=300", "data.n_genes=40", "model.n_hidden=32", "model.max_epochs=4", "model.batch_size=32",
-            "model.n_importance=5", "sweep.n_latent=[3]"]
+    sets = ["data.n_cells=300", "data.n_genes=40", "model.n_hidden=32", "fit.max_iter=4", "model.batch_size=32",
+            "model.n_importance=5", "sweep.n_components=[3]"]
     code = main(["run", str(REPO / "experiments" / "vae_demo.toml"), "--out", str(out), *sum((["--set", s] for s in sets), [])])
     assert code == 0, capsys.readouterr().err
     assert "chosen by heldout_neg_elbo" in capsys.readouterr().out
     res = anndata.read_h5ad(out / "result.h5ad")
-    assert res.obsm["X_jaxfactor_vae"].shape == (300, 3) and "vae_kmeans" in res.obs
+    assert res.obsm["X_vae"].shape == (300, 3) and "vae" in res.uns
     metrics = json.loads((out / "metrics.json").read_text())["points"][0]
     assert np.isfinite(metrics["heldout_neg_elbo"]) and metrics["heldout_log_px"] >= -metrics["heldout_neg_elbo"] - 5
     assert 0 <= metrics["ari"] <= 1 and (out / "vae.png").exists()
-    assert load_vae(out / "checkpoint.msgpack").n_epochs == 4
+    assert load_vae(out / "model").n_epochs == 4  # the saved model folder holds the VAE's checkpoint
 
 
 def test_vae_h5ad_config_reads_a_layer_and_labels(tmp_path, capsys, sim):
@@ -355,8 +355,8 @@ def test_vae_h5ad_config_reads_a_layer_and_labels(tmp_path, capsys, sim):
     adata = sim.to_anndata()
     adata.X = adata.X.multiply(0.5).tocsr()  # X is not counts: the layer must be used
     adata.write_h5ad(tmp_path / "c.h5ad")
-    sets = ["data.path=" + str(tmp_path / "c.h5ad"), "data.layer=counts", "model.label_key=cell_type", "model.n_latent=3",
-            "model.n_hidden=32", "model.max_epochs=3", "model.batch_size=32", "run.figures=false"]
+    sets = ["data.path=" + str(tmp_path / "c.h5ad"), "data.layer=counts", "data.label_key=cell_type", "model.n_components=3",
+            "model.n_hidden=32", "fit.max_iter=3", "model.batch_size=32", "run.figures=false"]
     code = main(["run", str(REPO / "experiments" / "vae_h5ad.toml"), "--out", str(tmp_path / "o"),
                  *sum((["--set", s] for s in sets), [])])
     assert code == 0, capsys.readouterr().err

@@ -90,7 +90,7 @@ def test_runner_shard_cells_passes_a_cell_mesh(monkeypatch):
     """``run.shard = "cells"`` gives ``fit_vae`` ``mesh=jaxfactor.cell_mesh()`` (here one device; no fit is run)."""
     from pathlib import Path
 
-    import jaxfactor.models
+    import jaxfactor.models._vae_api
     from jaxfactor._cells import CELLS
     from jaxfactor.runner._config import load_config
 
@@ -103,10 +103,10 @@ def test_runner_shard_cells_passes_a_cell_mesh(monkeypatch):
         seen.append(mesh)
         raise Stop
 
-    monkeypatch.setattr(jaxfactor.models, "fit_vae", spy)
+    monkeypatch.setattr(jaxfactor.models._vae_api, "fit_vae", spy)  # what the VAE family's fit calls
     demo = str(Path(__file__).resolve().parents[1] / "experiments" / "vae_demo.toml")
     for shard, sharded in (("cells", True), ("off", False)):
-        cfg = load_config(demo, ["data.n_cells=60", "data.n_genes=20", "sweep.n_latent=[3]", f"run.shard={shard}"])
+        cfg = load_config(demo, ["data.n_cells=60", "data.n_genes=20", "sweep.n_components=[3]", f"run.shard={shard}"])
         with pytest.raises(Stop):
             cfg.spec.pipeline.execute(cfg, cfg.spec.pipeline.load(cfg))
         mesh = seen.pop()

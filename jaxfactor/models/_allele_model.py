@@ -116,4 +116,4 @@ class AlleleModel(AlleleFitted):
         r = self.result
         return {"pi": np.asarray(r.pi), "dropout": float(r.dropout), "error": float(r.error),
                 "concentration": None if r.concentration is None else float(r.concentration),
-                "trace": -np.asarray(r.losses), "trace_name": "ELBO (SVI step)", "ci_method": r.ci_method}
+                "trace": -np.asarray(r.losses), "trace_name": "ELBO", "trace_unit": "SVI step", "ci_method": r.ci_method}

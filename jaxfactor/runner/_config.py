@@ -79,10 +79,15 @@ def _rename_aliases(raw: dict, spec: ModelSpec) -> None:
     import warnings
 
     for old, new in spec.aliases.items():
-        section, _, key = new.rpartition(".")
+        section, _, key = (new or "").rpartition(".")
         for where in ("model", "sweep"):
             table = raw.get(where, {})
             if old not in table:
+                continue
+            if new is None:
+                warnings.warn(f"{where}.{old} is no longer used by model '{spec.name}' (ignored)", DeprecationWarning,
+                              stacklevel=3)
+                table.pop(old)
                 continue
             target = raw.setdefault(section, {}) if section else table
             if where == "sweep" and section:

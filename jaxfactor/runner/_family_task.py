@@ -272,7 +272,7 @@ def family_figure(folder: str, name: str, model, table, key: str, score, X=None,
             trace = np.asarray(uns["trace"])
             x = np.asarray(uns["trace_iter"]) if "trace_iter" in uns else np.arange(len(trace))
             ax.plot(x, trace)
-            ax.set_xlabel("iteration")
+            ax.set_xlabel(str(uns.get("trace_unit", "iteration")))
             ax.set_ylabel(str(uns.get("trace_name", "objective")))
             ax.set_title("the chosen fit's trace", fontsize=9)
         else:

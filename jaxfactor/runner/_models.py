@@ -46,7 +46,7 @@ class ModelSpec:
     heatmaps: Callable | None = None
     truth_metrics: Callable | None = None
     pipeline: Any = None
-    aliases: dict = field(default_factory=dict)  # deprecated [model] key -> new key (or "fit.<key>")
+    aliases: dict = field(default_factory=dict)  # deprecated [model] key -> new key ("fit.<key>"; None: no longer used)
     fit_fields: dict | None = None  # [fit] fields with this model's defaults (None: FIT_FIELDS of fit_keys)
 
     @property
@@ -141,7 +141,7 @@ FIT_HELP = {"max_iter": "maximum iterations (EM iterations, SVI steps...) per fi
 
 
 def _family_specs() -> dict[str, ModelSpec]:
-    from ..data import simulate_clones, simulate_gmm, simulate_ppca, simulate_zinb
+    from ..data import simulate_clones, simulate_counts, simulate_gmm, simulate_ppca, simulate_zinb
     from ..models._allele_model import simulate_allele_counts
 
     return {
@@ -150,17 +150,12 @@ def _family_specs() -> dict[str, ModelSpec]:
         "binomial_mixture": family_spec("binomial_mixture", {"clones": simulate_clones}, {"n_clones": "n_components"}),
         "allele_model": family_spec("allele_model", {"alleles": simulate_allele_counts},
                                     {"n_clones": "n_components", "num_steps": "fit.max_iter", "n_restarts": "fit.n_restarts"}),
+        "vae": family_spec("vae", {"counts": simulate_counts},
+                           {"n_latent": "n_components", "max_epochs": "fit.max_iter", "label_key": "data.label_key",
+                            "checkpoint": None}),
         "zinbwave": family_spec("zinbwave", {"zinb": simulate_zinb},
                                 {"X_columns": "X", "V_columns": "V", "label_key": "data.label_key"}),
     }
-
-
-def _vae_spec() -> ModelSpec:
-    from ._vae_task import VAE_FIELDS, VAE_SWEEPABLE, VAETask
-    from ..data import simulate_counts
-
-    return ModelSpec(name="vae", static=VAE_FIELDS, hparams={}, simulators={"counts": simulate_counts},
-                     fit_keys=("seed",), sweepable=VAE_SWEEPABLE, pipeline=VAETask())
 
 
 def _clones_spec() -> ModelSpec:
@@ -172,7 +167,7 @@ def _clones_spec() -> ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {"nmf": NMF, "cclone": _cclone_spec(), **_family_specs(),
-                                "vae": _vae_spec(), "clones": _clones_spec()}
+                                "clones": _clones_spec()}
 
 
 def get_model(name: Any) -> ModelSpec:
@@ -210,5 +205,6 @@ def describe_models(name: str | None = None) -> str:
     lines += [row("model", k, f) for k, f in {**spec.static, **spec.hparams}.items()]
     lines += [row("fit", k, f) for k, f in fit.items()]
     if spec.aliases:
-        lines.append("  deprecated: " + ", ".join(f"{old} -> {new}" for old, new in spec.aliases.items()))
+        lines.append("  deprecated: " + ", ".join(f"{old} -> {new}" if new else f"{old} (no longer used)"
+                                                  for old, new in spec.aliases.items()))
     return "\n".join(lines)

@@ -13,13 +13,14 @@ the model's runner task module ``_{name}_task.py``, found by :func:`lookup`):
 - ``cclone``: each cell's factor loadings ``c ∈ [0,1]^k`` against the fitted V, the exact
   box-constrained weighted least-squares solve ``min Σ_j W_ij (M_ij − c·v_j)² + l2‖c‖²`` by
   coordinate descent (``box_qp_rows``), with M and W built from REF/ALT as in the fit.
-- ``gmm``, ``ppca``, ``binomial_mixture``, ``allele_model``, ``zinbwave`` (the runner's family task): the
+- ``gmm``, ``ppca``, ``binomial_mixture``, ``allele_model``, ``zinbwave``, ``vae`` (the runner's family task): the
   model saved in ``RUN_DIR/model`` (:meth:`jaxfactor.Fitted.save`) and the family's own kernel —
   what ``model.transform`` / ``predict`` run (GMM: posterior probabilities and log p(x); PPCA:
   E[z | x] and log p(x); binomial mixture: posterior clones under the MAP (EM) or the Beta /
   Dirichlet posteriors (VB); allele model: posterior clones and log p(ALT | DP) with AFs, weights,
   dropout and error fixed; ZINB-WaVE: W and γ with every gene-level parameter fixed, all-zero cells
-  flagged). Outputs under the keys ``to_anndata`` uses (``<family>_proba``, ``X_<family>``,
+  flagged; VAE: the encoder's posterior mean and variance, each batch checked as the fit checks its
+  input). Outputs under the keys ``to_anndata`` uses (``<family>_proba``, ``X_<family>``,
   ``<family>_label``, ``<family>_log_likelihood``, ``zinbwave_all_zero``).
 
 Checks, all before anything is compiled or written: RUN_DIR is a finished run of a model with a
@@ -129,6 +130,8 @@ def _family_write(name):
 
         for key, value in res.items():
             value = np.asarray(value)
+            if key.startswith("_"):  # the kernel's diagnostics (checked by the family's check_batch)
+                continue
             if key == "embedding":
                 out.obsm[f"X_{name}"] = value.astype(np.float32)
             elif value.ndim == 2:
@@ -151,11 +154,12 @@ def _family_write(name):
 def _family_predictor(name: str) -> Predictor:
     from .._families import family
 
+    model = family(name).model
     return Predictor(inputs=_family_inputs, load=_family_load, kernel=_kernel(name), write=_family_write(name),
-                     fitted_vars=_family_vars, batch_size=family(name).model.batch_size)
+                     fitted_vars=_family_vars, batch_size=model.batch_size, check=getattr(model, "check_batch", None))
 
 
-for _name in ("gmm", "ppca", "binomial_mixture", "allele_model", "zinbwave"):
+for _name in ("gmm", "ppca", "binomial_mixture", "allele_model", "zinbwave", "vae"):
     register(_name, _family_predictor(_name))
 
 
