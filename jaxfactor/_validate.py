@@ -1,7 +1,15 @@
 """Input checks shared by the Python API and the runner.
 
 Every check raises a one-line ``ValueError`` that names the problem and the fix, before anything
-is compiled.
+is compiled. NumPy only, and nothing from the rest of the package, so every module can use it.
+
+- ``as_matrix``: a finite 2-D float array; ``check_n_components``: ``1 <= n <= min(shape)``.
+- ``check_int(value, name, minimum, maximum, allow_none=)``: Python/NumPy integers, never ``bool``;
+  ``check_positive_int`` is ``check_int`` with a lower bound (1 unless given).
+- ``check_number(value, name, low, high, low_open=, high_open=, what=)``: a finite int/float in a
+  range, never ``bool``; ``check_nonnegative_float`` (``>= 0``) and ``check_probability``
+  (``[0, 1]``, either end open) are special cases.
+- ``check_choice(value, name, choices, hint=)``: ``unknown NAME 'x'; choose one of 'a', 'b'``.
 """
 
 from __future__ import annotations
@@ -45,10 +53,95 @@ def as_matrix(X, name: str = "X", *, nonnegative: bool = True) -> np.ndarray:
     return arr
 
 
+def _fmt(x) -> str:
+    """A bound as written in a message: ints as they are, floats shortest (0.0 -> 0, 1e-06)."""
+    return str(int(x)) if isinstance(x, (int, np.integer)) else f"{float(x):g}"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _bounds(low, high, low_open: bool, high_open: bool) -> str:
+    """The allowed range as message text: ``" >= 1"``, ``" in (0, 1]"`` or ``""`` (no bound)."""
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}{')' if high_open else ']'}"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {_fmt(low)}"
+    if high is not None:
+        return f" {'<' if high_open else '<='} {_fmt(high)}"
+    return ""
+
+
+def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None, *,
+              allow_none: bool = False) -> int | None:
+    """``value`` as a Python ``int`` with ``minimum <= value <= maximum`` (either bound optional).
+
+    Python and NumPy integers pass; ``bool``, floats (even ``2.0``) and strings do not. With
+    ``allow_none``, ``None`` passes through unchanged.
+    """
+    if allow_none and value is None:
+        return None
+    if not _is_int(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if minimum is not None and maximum is not None:
+            rng = f" with {minimum} <= {name} <= {maximum}"
+        else:
+            rng = _bounds(minimum, maximum, False, False)
+        raise ValueError(f"{name} must be {'None or ' if allow_none else ''}an integer{rng}, got {value!r}")
+    return int(value)
+
+
+def check_number(value, name: str, low=None, high=None, *, low_open: bool = False, high_open: bool = False,
+                 what: str | None = None) -> float:
+    """``value`` as a finite Python ``float`` within ``[low, high]`` (``low_open``/``high_open``
+    make that end exclusive; either bound optional).
+
+    Python and NumPy ints and floats pass; ``bool``, strings, NaN and ±inf do not. ``what`` names
+    the quantity in the message (``"min_maf is a percentage of cells and must be ..."``).
+    """
+    lead = f"{name} is {what} and must be" if what else f"{name} must be"
+    if not _is_number(value):
+        raise ValueError(f"{lead} a number{_bounds(low, high, low_open, high_open)}, got {value!r}")
+    bad = (not np.isfinite(value)
+           or (low is not None and (value <= low if low_open else value < low))
+           or (high is not None and (value >= high if high_open else value > high)))
+    if bad:
+        raise ValueError(f"{lead} a finite number{_bounds(low, high, low_open, high_open)}, got {value!r}")
+    return float(value)
+
+
+def check_probability(value, name: str, *, low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a float in ``[0, 1]`` (``low_open``/``high_open`` exclude 0 or 1)."""
+    return check_number(value, name, 0, 1, low_open=low_open, high_open=high_open)
+
+
+def check_choice(value, name: str, choices, *, hint: str = ""):
+    """``value`` unchanged if it is one of ``choices``; else ``unknown NAME 'x'; choose one of ...``.
+
+    When every choice is a string, a non-string value is refused (no elementwise ``==`` on arrays).
+    ``hint`` is appended to the message (e.g. ``"or pass means_init"``).
+    """
+    choices = tuple(choices)
+    if all(isinstance(c, str) for c in choices) and not isinstance(value, str):
+        ok = False
+    else:
+        try:
+            ok = bool(value in choices)
+        except Exception:  # an array's ambiguous truth value and the like
+            ok = False
+    if not ok:
+        listed = ", ".join(map(repr, choices))
+        raise ValueError(f"unknown {name} {value!r}; choose one of {listed}{' ' + hint if hint else ''}")
+    return value
+
+
 def check_n_components(n_components, shape: tuple[int, int]) -> int:
     """``1 <= n_components <= min(n_samples, n_features)``."""
-    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)):
-        raise ValueError(f"n_components must be an integer, got {n_components!r}")
+    check_int(n_components, "n_components")
     limit = min(shape)
     if not 1 <= n_components <= limit:
         raise ValueError(
@@ -59,14 +152,10 @@ def check_n_components(n_components, shape: tuple[int, int]) -> int:
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    """An integer ``>= minimum`` (``check_int`` with a lower bound; kept for its many callers)."""
+    return check_int(value, name, minimum)
 
 
 def check_nonnegative_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+    """A finite number ``>= 0``, as a float."""
+    return check_number(value, name, 0)

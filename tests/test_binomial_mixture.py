@@ -137,7 +137,9 @@ def test_anndata_entry_point(sim, tmp_path):
     filtered = fit_binomial_mixture_anndata(adata, 3, filter=True, min_maf=1, min_cell_coverage=1, max_iter=20, tol=0.0)
     assert filtered.n_vars <= adata.n_vars and filtered.varm["clone_af"].shape == (filtered.n_vars, 3)
     with pytest.raises(ValueError, match="unknown argument"):
-        fit_binomial_mixture_anndata(adata, 3, n_components=3)
+        fit_binomial_mixture_anndata(adata, 3, not_an_option=3)
+    with pytest.warns(DeprecationWarning, match="'n_clones' is deprecated"):  # the old name of n_components
+        assert fit_binomial_mixture_anndata(adata, n_clones=2, max_iter=5).obsm["clone_prob"].shape[1] == 2
 
 
 def _bad_cases():

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._protocol import renamed_arguments
-from .._validate import check_positive_int
+from .._validate import check_choice, check_int, check_nonnegative_float, check_positive_int, check_probability
 from ..data import check_allele_counts, filter_variants, variant_matrices
 from ._engine import INITS, BootstrapSummary, bootstrap_masks, consensus_start, run_batch, summarise
 
@@ -24,29 +24,32 @@ CRITERIA = ("orth_score", "stability")
 def _check_options(n_bootstrap, bootstrap_fraction, n_cycles, method, tol, l2, init="consensus", n_init=10):
     check_positive_int(n_bootstrap, "n_bootstrap")
     check_positive_int(n_init, "n_init")
-    if init not in INITS:
-        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(map(repr, INITS))}")
+    check_choice(init, "init", INITS)
     check_positive_int(n_cycles, "n_cycles")
-    if not (isinstance(bootstrap_fraction, (int, float)) and 0 < bootstrap_fraction <= 1):
-        raise ValueError(f"bootstrap_fraction must be in (0, 1], got {bootstrap_fraction!r}")
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if not (isinstance(tol, (int, float)) and tol >= 0):
-        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
-    if not (isinstance(l2, (int, float)) and l2 >= 0):
-        raise ValueError(f"l2 must be a number >= 0, got {l2!r}")
+    check_probability(bootstrap_fraction, "bootstrap_fraction", low_open=True)
+    check_choice(method, "method", METHODS)
+    check_nonnegative_float(tol, "tol")
+    check_nonnegative_float(l2, "l2")
 
 
 def _check_k(k, n_vars: int | None = None, n_cells: int | None = None, where: str = "") -> int:
     """k is an integer >= 1 and, when the data shape is given, below the number of variants."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    check_int(k, "k", 1)
     if n_vars is not None and (k >= n_vars or k > n_cells):
         raise ValueError(
             f"k={k} needs more variants than factors{where}: {n_vars} variants and {n_cells} cells; "
             "choose a smaller k or relax the filters"
         )
     return int(k)
+
+
+def _factor_labels(C):
+    """Each cell's dominant factor (argmax of C) as a categorical of "0", "1", … (so scanpy colours
+    it by category, not on a continuous scale)."""
+    import pandas as pd
+
+    k = C.shape[1]
+    return pd.Categorical(np.asarray(C).argmax(axis=1).astype(str), categories=[str(i) for i in range(k)])
 
 
 def _result_anndata(adata, M, W, summary: BootstrapSummary, rows, cols, k, params: dict):
@@ -56,7 +59,7 @@ def _result_anndata(adata, M, W, summary: BootstrapSummary, rows, cols, k, param
     out.layers["weights"] = np.asarray(W)[np.ix_(rows, cols)].astype(np.float32)
     out.obsm["C"], out.obsm["C_std"] = summary.C.astype(np.float32), summary.C_std.astype(np.float32)
     out.varm["V"], out.varm["V_std"] = summary.V.astype(np.float32), summary.V_std.astype(np.float32)
-    out.obs["cclone_factor"] = summary.C.argmax(axis=1)
+    out.obs["cclone_factor"] = _factor_labels(summary.C)
     out.uns["k"] = int(k)
     out.uns["orth_score"] = summary.orth_score
     out.uns["cclone"] = {
@@ -83,7 +86,7 @@ def fit(adata, n_components: int, *, n_bootstrap: int = 50, bootstrap_fraction: 
     vmapped call. Factors are aligned across bootstraps and averaged.
 
     Returns a new AnnData (input untouched, same obs and var order) with layers ``M``,
-    ``weights``; obsm ``C``, ``C_std``; varm ``V``, ``V_std``; obs ``cclone_factor``
+    ``weights``; obsm ``C``, ``C_std``; varm ``V``, ``V_std``; obs ``cclone_factor`` (categorical)
     (argmax of C); uns ``k``, ``orth_score`` and ``cclone`` (parameters, loss, stability, traces).
     C and V never hold NaN; ``V_std`` is NaN for a variant kept by fewer than two bootstraps.
 
@@ -127,9 +130,7 @@ def _bootstrap_seed(bootstrap_seed, seed, init):
     """The seed of the bootstrap subsets (see ``fit``)."""
     if bootstrap_seed is None:
         return seed if init == "random" else 0
-    if isinstance(bootstrap_seed, bool) or not isinstance(bootstrap_seed, (int, np.integer)) or bootstrap_seed < 0:
-        raise ValueError(f"bootstrap_seed must be a non-negative integer or None, got {bootstrap_seed!r}")
-    return int(bootstrap_seed)
+    return check_int(bootstrap_seed, "bootstrap_seed", 0, allow_none=True)
 
 
 def _start(M, W, k, row_mask, col_mask, n_bootstrap, *, init, n_init, method, n_cycles, tol, seed, l2):
@@ -197,8 +198,7 @@ class _SweepPlan:
              mode, seed, method, tol, l2, criterion, min_allele_reads, init="consensus", n_init=10,
              bootstrap_seed=None) -> "_SweepPlan":
         _check_options(n_bootstrap, bootstrap_fraction, n_cycles, method, tol, l2, init, n_init)
-        if criterion not in CRITERIA:
-            raise ValueError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+        check_choice(criterion, "criterion", CRITERIA)
         ks = [_check_k(k) for k in ks]
         if not ks or not min_mafs or not filter_germline:
             raise ValueError("ks, min_mafs and filter_germline each need at least one value")

@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from .._protocol import renamed_arguments
+from .._validate import check_choice, check_int, check_number, check_positive_int, check_probability
 
 METHODS = ("allele", "binomial", "cclone")
 DEFAULT_CANDIDATES = (2, 3, 4, 5, 6)
@@ -53,10 +54,13 @@ def _candidates(n_clones) -> list[int]:
             raise ValueError(f"n_clones must be an integer, a list of integers or 'auto', got {n_clones!r}")
         return list(DEFAULT_CANDIDATES)
     values = [n_clones] if np.isscalar(n_clones) else list(n_clones)
-    bad = [v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1]
-    if not values or bad:
-        raise ValueError(f"n_clones must be 'auto', an integer >= 1 or a list of them, got {n_clones!r}")
-    return sorted({int(v) for v in values})
+    try:
+        ints = {check_int(v, "n_clones", 1) for v in values}
+    except ValueError:
+        ints = set()
+    if not ints:
+        raise ValueError(f"n_clones must be 'auto', an integer >= 1 or a list of them, got {n_clones!r}") from None
+    return sorted(ints)
 
 
 def _count_cells(x, axis):
@@ -80,12 +84,6 @@ def prefilter(adata, ref, alt, *, drop_rna_editing: bool, drop_germline: bool, m
         raise ValueError(f"no variant left after filtering {n} variants ({', '.join(parts)} dropped; uninformative = ALT or "
                          f"REF seen in fewer than min_cells={min_cells} cells); lower min_cells or check the input")
     return np.flatnonzero(keep), dropped
-
-
-def _check_number(value, name, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not lo <= value < hi:
-        raise ValueError(f"{name} must be a number in [{lo}, {hi}), got {value!r}")
-    return float(value)
 
 
 @renamed_arguments(n_clones="n_components")
@@ -141,13 +139,11 @@ def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), metho
     """
     import pandas as pd
 
-    from .._validate import check_positive_int
     from ._annotate import annotate, check_annotation
 
     timings = {}
     t0 = time.perf_counter()
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(map(repr, METHODS))}")
+    check_choice(method, "method", METHODS)
     n_clones = n_components
     candidates = _candidates(n_clones)
     unknown = set(options) - set(OPTIONS[method])
@@ -162,9 +158,9 @@ def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), metho
     max_iter = check_positive_int(max_iter, "max_iter")
     min_cells = check_positive_int(min_cells, "min_cells")
     min_annotated = check_positive_int(min_annotated, "min_annotated", minimum=0)
-    tol = _check_number(tol, "tol", 0.0, 1.0)
-    threshold = _check_number(threshold, "threshold", 0.0, 1.0)
-    mixed_fraction = _check_number(mixed_fraction, "mixed_fraction", 0.0, 0.5)
+    tol = check_number(tol, "tol", 0, 1, high_open=True)
+    threshold = check_probability(threshold, "threshold", high_open=True)
+    mixed_fraction = check_number(mixed_fraction, "mixed_fraction", 0, 0.5, high_open=True)
     check_positive_int(seed, "seed", minimum=0)
 
     ref, alt = _layers(adata)

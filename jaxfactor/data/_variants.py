@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .._validate import check_choice, check_int, check_number
+
 WEIGHT_MODES = ("smartseq", "10x", "binary", "none")
 
 _MIN_READS = 2          # CCLONE calls a genotype only from 2+ reads
@@ -135,9 +137,7 @@ def _call_from_dense(ref: np.ndarray, alt: np.ndarray, k: int) -> np.ndarray:
 
 
 def _check_min_allele_reads(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"min_allele_reads must be an integer >= 1, got {k!r}")
-    return int(k)
+    return check_int(k, "min_allele_reads", 1)
 
 
 def call_matrix(ref, alt, *, min_allele_reads: int = 2) -> np.ndarray:
@@ -183,10 +183,9 @@ def _weights_from_dense(ref: np.ndarray, alt: np.ndarray, mode: str, k: int) -> 
 
 
 def _check_mode(mode) -> str:
-    key = mode.lower() if isinstance(mode, str) else mode
-    if key not in WEIGHT_MODES:
-        raise ValueError(f"unknown weight mode {mode!r}; choose one of {', '.join(map(repr, WEIGHT_MODES))}")
-    return key
+    if isinstance(mode, str) and mode.lower() in WEIGHT_MODES:
+        return mode.lower()
+    return check_choice(mode, "weight mode", WEIGHT_MODES)  # raises, naming the value as given
 
 
 def weight_matrix(ref, alt, mode: str = "smartseq", *, min_allele_reads: int = 2) -> np.ndarray:
@@ -291,10 +290,7 @@ def _flag_column(var, name: str) -> np.ndarray:
 
 
 def _check_percent(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value) or not 0 <= value <= 100:
-        raise ValueError(f"{name} is a percentage of cells and must be a number in [0, 100], got {value!r}")
-    return float(value)
+    return check_number(value, name, 0, 100, what="a percentage of cells")
 
 
 def filter_variants(adata, min_maf: float = 5, filter_germline: bool = True, min_cell_coverage: float = 10,
@@ -332,8 +328,7 @@ def filter_variants(adata, min_maf: float = 5, filter_germline: bool = True, min
     """
     min_maf = _check_percent(min_maf, "min_maf")
     min_cell_coverage = _check_percent(min_cell_coverage, "min_cell_coverage")
-    if isinstance(max_other_reads, bool) or not isinstance(max_other_reads, (int, np.integer)) or max_other_reads < 0:
-        raise ValueError(f"max_other_reads must be an integer >= 0, got {max_other_reads!r}")
+    max_other_reads = check_int(max_other_reads, "max_other_reads", 0)
     ref, alt = check_allele_counts(adata)
     n_cells0, n_vars0 = ref.shape
     n_required = min_maf / 100 * n_cells0

@@ -16,7 +16,7 @@ import numpy as np
 from jax import lax
 
 from .._fit import check_finished, fit
-from .._validate import as_matrix, check_nonnegative_float, check_positive_int
+from .._validate import as_matrix, check_int, check_nonnegative_float, check_positive_int
 from ._zinb import ZINBData, ZINBHparams, ZINBState, _cell_block, default_hparams, penalized_log_likelihood, predictors
 from ._zinb_alg import zinbwave_algorithm
 from ._zinb_lik import zinb_log_prob
@@ -70,8 +70,7 @@ def check_offset(O, shape, name: str):
 
 
 def check_rank(n_components, shape) -> int:
-    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)):
-        raise ValueError(f"n_components must be an integer, got {n_components!r}")
+    check_int(n_components, "n_components")
     if not 0 <= n_components < min(shape):
         raise ValueError(f"n_components={n_components} is out of range for {shape[0]} cells x {shape[1]} genes; "
                          f"choose 0 <= n_components < {min(shape)}")

@@ -70,6 +70,7 @@ from .._base import Algorithm
 from .._protocol import renamed_arguments
 from .._cells import REPL, ROWS, check_cell_mesh, pad_rows, padded_size, place_rows
 from .._registry import register_example
+from .._validate import check_choice, check_int, check_nonnegative_float, check_number, check_positive_int
 from ._em import CellData, Cells, EMModel, all_cells, cell_data, data_specs, em_algorithm, on_cells, split_cells
 
 AF_FLOOR = 1e-6  # allele frequencies are kept in [AF_FLOOR, 1 - AF_FLOOR] by MAP-EM
@@ -449,8 +450,7 @@ def _log_coef(alt, ref) -> float:
 
 
 def _build_data(alt, ref, sparse, mesh=None) -> BinomialData | CellData:
-    if sparse not in ("auto", True, False):
-        raise ValueError(f"sparse must be 'auto', True or False, got {sparse!r}")
+    check_choice(sparse, "sparse", ("auto", True, False))
     check_cell_mesh(mesh)
     if mesh is not None and sparse is True:
         raise ValueError("sparse=True (BCOO) cannot be split over a cell mesh; use sparse='auto' or False with mesh")
@@ -484,14 +484,10 @@ def binomial_data(alt, depth, *, sparse="auto", mesh: jax.sharding.Mesh | None =
 
 
 def _check_prior(value, name, method):
-    from .._validate import check_nonnegative_float
-
     value = check_nonnegative_float(value, name)
     if method == "em" and value < 1:
         raise ValueError(f"{name}={value:g} < 1 makes the MAP M-step ill-posed; use {name} >= 1 with method='em', or method='vb'")
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value:g}")
-    return value
+    return check_number(value, name, 0, low_open=True)
 
 
 def _check_init_prob(init_prob, n, k):
@@ -529,15 +525,13 @@ def _summaries(state, data, *, method, learn_weights, mesh):
 def _fit_counts(alt, ref, n_clones, *, method, max_iter, tol, n_init, seed, beta_a, beta_b, dirichlet, learn_weights,
                 init_prob, sparse, chunk_size, progress, mesh) -> BinomialMixtureResult:
     from .._fit import check_finished, completed_trace, fit_restarts
-    from .._validate import check_nonnegative_float, check_positive_int
 
     check_cell_mesh(mesh)
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(map(repr, METHODS))}")
+    check_choice(method, "method", METHODS)
     n, p = alt.shape
-    if isinstance(n_clones, bool) or not isinstance(n_clones, (int, np.integer)) or not 1 <= n_clones <= n:
-        raise ValueError(f"n_clones must be an integer with 1 <= n_clones <= n_cells = {n}, got {n_clones!r}")
-    k = int(n_clones)
+    k = check_int(n_clones, "n_clones", 1)
+    if k > n:
+        raise ValueError(f"n_clones={k} exceeds the number of cells ({n}); choose 1 <= n_clones <= {n}")
     max_iter = check_positive_int(max_iter, "max_iter")
     n_init = check_positive_int(n_init, "n_init")
     chunk_size = check_positive_int(chunk_size, "chunk_size")

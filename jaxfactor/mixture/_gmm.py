@@ -67,7 +67,7 @@ from .._fit import fit_batch as _fit_batch
 from .._fit import fit_many as _fit_many
 from .._kmeans import kmeans_plusplus, nearest_centre
 from .._registry import register_example
-from .._validate import as_matrix, check_nonnegative_float, check_positive_int
+from .._validate import as_matrix, check_choice, check_int, check_nonnegative_float, check_positive_int
 from ._em import EMModel, cell_data, em_algorithm, on_cells, split_cells
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -247,8 +247,7 @@ def _m_step(stats: GMMStats, X, hp: GMMHparams, cov_type) -> GMMParams:
 
 
 def _make_init(n_components, cov_type, init, block_size):
-    if init not in INITS:
-        raise ValueError(f"unknown GMM init {init!r}; choose one of {', '.join(INITS)} or pass weights/means/precisions_init")
+    check_choice(init, "GMM init", INITS, hint="or pass weights/means/precisions_init")
 
     def init_fn(key, X, hp):
         n, d = X.shape
@@ -293,12 +292,9 @@ def _isotropic(means, var, cov_type):
 
 
 def _check_static(n_components, covariance_type, block_size):
-    if covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(f"unknown covariance_type {covariance_type!r}; choose one of {', '.join(COVARIANCE_TYPES)}")
-    if isinstance(n_components, bool) or not isinstance(n_components, int) or n_components < 1:
-        raise ValueError(f"n_components must be an integer >= 1, got {n_components!r}")
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
+    check_choice(covariance_type, "covariance_type", COVARIANCE_TYPES)
+    check_int(n_components, "n_components", 1)
+    check_int(block_size, "block_size", 1)
 
 
 @lru_cache(maxsize=None)
@@ -623,14 +619,11 @@ def fit_gmm(
     from .._fit import check_finished, completed_trace
 
     check_cell_mesh(mesh)
-    if not isinstance(covariance_type, str) or covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(f"unknown covariance_type {covariance_type!r}; choose one of {', '.join(COVARIANCE_TYPES)}")
-    if not isinstance(init, str) or init not in INITS:
-        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)} or pass weights_init/means_init/precisions_init")
+    check_choice(covariance_type, "covariance_type", COVARIANCE_TYPES)
+    check_choice(init, "init", INITS, hint="or pass weights_init/means_init/precisions_init")
     Xn = as_matrix(X, "X", nonnegative=False)
     n, d = Xn.shape
-    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)):
-        raise ValueError(f"n_components must be an integer, got {n_components!r}")
+    check_int(n_components, "n_components")
     if not 1 <= n_components <= n:
         raise ValueError(f"n_components={n_components} is out of range for {n} samples; choose 1 <= n_components <= n_samples")
     k = int(n_components)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import NamedTuple
@@ -49,7 +48,7 @@ from .._base import Algorithm
 from .._cells import REPL, ROWS, check_cell_mesh
 from .._fit import check_finished, completed_trace, fit_restarts
 from .._registry import register_example
-from .._validate import as_matrix, check_nonnegative_float, check_positive_int
+from .._validate import as_matrix, check_int, check_nonnegative_float, check_positive_int
 from ._em import CellData, Cells, EMModel, cell_data, em_algorithm, on_cells, split_cells
 from ._select import bic, ppca_n_parameters
 
@@ -346,8 +345,7 @@ class PPCAClosedForm(NamedTuple):
 def _check_ppca_input(X, n_components) -> np.ndarray:
     Xn = as_matrix(X, "X", nonnegative=False)
     n, d = Xn.shape
-    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)):
-        raise ValueError(f"n_components must be an integer, got {n_components!r}")
+    check_int(n_components, "n_components")
     if not 1 <= n_components < d:
         raise ValueError(f"n_components={n_components} is out of range for X with {d} features; PPCA needs 1 <= n_components < n_features")
     if n < n_components + 2:

@@ -19,14 +19,10 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
+from .._validate import check_choice, check_int, check_probability
+
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 CRITERIA = ("bic", "heldout")
-
-
-def _count(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def bic(log_likelihood_total: float, n_params: int, n_samples: int) -> float:
@@ -34,14 +30,14 @@ def bic(log_likelihood_total: float, n_params: int, n_samples: int) -> float:
 
     ``log_likelihood_total`` is the log-likelihood summed over the n samples (not the mean).
     """
-    n_params = _count(n_params, "n_params", 0)
-    n_samples = _count(n_samples, "n_samples", 1)
+    n_params = check_int(n_params, "n_params", 0)
+    n_samples = check_int(n_samples, "n_samples", 1)
     return -2.0 * float(log_likelihood_total) + n_params * math.log(n_samples)
 
 
 def aic(log_likelihood_total: float, n_params: int) -> float:
     """Akaike information criterion ``−2 LL + 2p`` (lower is better)."""
-    return -2.0 * float(log_likelihood_total) + 2.0 * _count(n_params, "n_params", 0)
+    return -2.0 * float(log_likelihood_total) + 2.0 * check_int(n_params, "n_params", 0)
 
 
 def gmm_n_parameters(n_components: int, n_features: int, covariance_type: str = "full") -> int:
@@ -50,10 +46,9 @@ def gmm_n_parameters(n_components: int, n_features: int, covariance_type: str = 
     ``K − 1`` weights + ``K d`` means + covariances: ``K d(d+1)/2`` (full), ``K d`` (diag),
     ``K`` (spherical) or ``d(d+1)/2`` (tied) — scikit-learn's ``GaussianMixture._n_parameters``.
     """
-    K = _count(n_components, "n_components", 1)
-    d = _count(n_features, "n_features", 1)
-    if covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(f"unknown covariance_type {covariance_type!r}; choose one of {', '.join(COVARIANCE_TYPES)}")
+    K = check_int(n_components, "n_components", 1)
+    d = check_int(n_features, "n_features", 1)
+    check_choice(covariance_type, "covariance_type", COVARIANCE_TYPES)
     cov = {
         "full": K * d * (d + 1) // 2,
         "diag": K * d,
@@ -66,8 +61,8 @@ def gmm_n_parameters(n_components: int, n_features: int, covariance_type: str = 
 def binomial_mixture_n_parameters(n_components: int, n_variants: int) -> int:
     """Free parameters of a K-component binomial mixture over V variants: ``K − 1 + K V``
     (mixing weights on the simplex, one success probability per component and variant)."""
-    K = _count(n_components, "n_components", 1)
-    return (K - 1) + K * _count(n_variants, "n_variants", 1)
+    K = check_int(n_components, "n_components", 1)
+    return (K - 1) + K * check_int(n_variants, "n_variants", 1)
 
 
 def ppca_n_parameters(n_features: int, n_components: int) -> int:
@@ -78,8 +73,8 @@ def ppca_n_parameters(n_features: int, n_components: int) -> int:
     NIPS 2000, counts ``d q − q(q + 1)/2`` for the orthonormal basis plus q eigenvalues); plus
     σ² and the mean μ (d).
     """
-    d = _count(n_features, "n_features", 1)
-    q = _count(n_components, "n_components", 1)
+    d = check_int(n_features, "n_features", 1)
+    q = check_int(n_components, "n_components", 1)
     return d * q - q * (q - 1) // 2 + 1 + d
 
 
@@ -89,9 +84,8 @@ def heldout_split(n_samples: int, fraction: float = 0.1, seed: int = 0) -> tuple
     The test set has ``round(fraction · n_samples)`` samples, at least 1 and at most
     ``n_samples − 1``.
     """
-    n = _count(n_samples, "n_samples", 2)
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.integer, np.floating)) or not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be a number in (0, 1), got {fraction!r}")
+    n = check_int(n_samples, "n_samples", 2)
+    check_probability(fraction, "fraction", low_open=True, high_open=True)
     n_test = min(max(int(round(fraction * n)), 1), n - 1)
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
@@ -100,8 +94,7 @@ def heldout_split(n_samples: int, fraction: float = 0.1, seed: int = 0) -> tuple
 def select_k(scores: Mapping[int, float], rule: str = "min") -> int:
     """The K with the lowest (``rule="min"``, e.g. BIC) or highest (``"max"``, e.g. held-out
     log-likelihood) score; ties go to the smallest K, non-finite scores never win."""
-    if rule not in ("min", "max"):
-        raise ValueError(f"rule must be 'min' or 'max', got {rule!r}")
+    check_choice(rule, "rule", ("min", "max"))
     finite = {int(k): float(v) for k, v in dict(scores).items() if np.isfinite(v)}
     if not finite:
         raise ValueError("select_k needs at least one finite score")

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from .._protocol import renamed_arguments
+from .._validate import check_int, check_probability
 from ._allele import clone_responsibilities
 from ._allele_svi import AlleleFit, fit_allele_svi
 
@@ -81,8 +82,7 @@ def assign_cells(alt, depth, fit: AlleleFit, *, batch_size: int = 4096):
     Returns ``(clone_prob, log_likelihood)``: (cells x clones) float32 and (cells,) float32,
     the latter ``log p(ALT_i | DP_i)`` with the clone marginalised.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size", 1)
     alt, depth = _check_alt_depth(alt, depth)
     af = np.asarray(fit.af, np.float32)
     n_cells, n_var = alt.shape
@@ -249,10 +249,10 @@ def select_n_clones(alt, depth, ks=(2, 3, 4, 5), *, holdout: float = 0.1, seed: 
     import pandas as pd
 
     ks = tuple(ks)
-    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
-        raise ValueError(f"ks must be a non-empty sequence of integers >= 1, got {ks!r}")
-    if isinstance(holdout, bool) or not isinstance(holdout, (int, float, np.number)) or not 0 < holdout < 1:
-        raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout!r}")
+    if not ks:
+        raise ValueError("ks is empty; pass a non-empty sequence of integers >= 1 such as (2, 3, 4)")
+    ks = tuple(check_int(k, f"ks[{i}]", 1) for i, k in enumerate(ks))
+    check_probability(holdout, "holdout", low_open=True, high_open=True)
     alt, depth = _check_alt_depth(alt, depth)
     alt = alt.toarray() if sp.issparse(alt) else alt
     depth = depth.toarray() if sp.issparse(depth) else depth

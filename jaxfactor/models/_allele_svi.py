@@ -46,6 +46,7 @@ from numpyro.infer.initialization import init_to_value
 from scipy.special import gammaln
 
 from .._protocol import renamed_arguments
+from .._validate import check_choice, check_int, check_number
 from ._allele import GUIDES, LIKELIHOODS, _check_data, _check_sizes, allele_model, clone_responsibilities
 
 __all__ = ["AlleleFit", "fit_allele_svi"]
@@ -170,21 +171,15 @@ def fit_allele_svi(alt, depth, n_components, *, max_iter=2000, lr=0.05, guide="d
     _check_sizes(N, J, n_clones)
     if n_clones > N:
         raise ValueError(f"n_clones={n_clones} exceeds the number of cells ({N}); use fewer clones")
-    if guide not in GUIDES:
-        raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-    for name, v, lo in (("max_iter", num_steps, 1), ("n_init", n_restarts, 1), ("restart_steps", restart_steps, 1),
-                        ("chunk_size", chunk_size, 1)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                   or not 1 <= batch_size):
-        raise ValueError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
+    check_choice(guide, "guide", GUIDES)
+    check_choice(likelihood, "likelihood", LIKELIHOODS)
+    for name, v in (("max_iter", num_steps), ("n_init", n_restarts), ("restart_steps", restart_steps),
+                    ("chunk_size", chunk_size)):
+        check_int(v, name, 1)
+    check_int(batch_size, "batch_size", 1, allow_none=True)
     if batch_size is not None and batch_size >= N:
         batch_size = None
-    if not np.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    check_number(lr, "lr", 0, low_open=True)
     germ = np.zeros(J, bool) if germline_mask is None else np.asarray(germline_mask, bool)
     if germ.shape != (J,):
         raise ValueError(f"germline_mask has shape {germ.shape}, expected {(J,)}")

@@ -149,7 +149,7 @@ def fit_vae(
     adam_eps: float = 0.01, kl_warmup_epochs: float = 400.0, validation_fraction: float = 0.1,
     early_stopping: bool = False, patience: int = 45, min_delta: float = 0.0, restore_best: bool = True,
     seed: int = 0, val_every: int = 1, checkpoint_dir: str | None = None, checkpoint_every: int = 10,
-    resume=None, progress: bool = False, obsm_key: str | None = OBSM_KEY, eval_chunk: int = 1024, mesh=None,
+    resume=None, progress: bool = False, obsm_key: str | None = None, eval_chunk: int = 1024, mesh=None,
 ) -> VAEFit:
     """Train a count VAE (or autoencoder, ``kind='ae'``) on cells x genes data.
 
@@ -177,8 +177,10 @@ def fit_vae(
         the end (atomically; the last good one is named if the loss turns non-finite).
       resume: a checkpoint path or a ``VAEFit`` to continue from; configuration, hyperparameters,
         gene selection and split come from it, ``max_iter`` is the new total of epochs.
-      obsm_key: when ``data`` is an AnnData, the posterior means of all its cells are written to
-        ``data.obsm[obsm_key]`` (``None``: do not write).
+      obsm_key: ``None`` (default): ``data`` is never modified; get the latent with
+        ``fit.encode(adata)`` (which writes ``adata.obsm['X_jaxfactor_vae']`` for scanpy) or a new
+        AnnData from ``jaxfactor.family("vae").fit(...).to_anndata(adata)``. A name: the posterior
+        means of all cells of an AnnData ``data`` are written to ``data.obsm[obsm_key]``.
       mesh: a 1-D ``"cells"`` mesh (:func:`jaxfactor.cell_mesh`): data-parallel training, every
         minibatch of ``batch_size`` cells (a multiple of the mesh size) split over its devices,
         the training cells stored split over them too, gradients, losses and batch-norm moments

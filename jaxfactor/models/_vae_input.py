@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .._validate import check_int, check_number
 from ..data._io import anndata_matrix
 from ._likelihoods import COUNT_LIKELIHOODS
 
@@ -59,21 +60,15 @@ def dense32(mat, rows=None, cols=None) -> np.ndarray:
 
 
 def _int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(value, name, minimum)
 
 
 def _num(value, name, lo=0.0, hi=None, hi_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if value < lo or (hi is not None and (value >= hi if hi_open else value > hi)):
-        rng = f"[{lo}, {hi}{')' if hi_open else ']'}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be in {rng}, got {value!r}")
-    return float(value)
+    return check_number(value, name, lo, hi, high_open=hi_open)
 
 
 def _choice(value, name, choices):
+    # not check_choice: "likelihood='tweedie' is not one of" is this message's documented form
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not one of: {', '.join(map(repr, choices))}")
     return value

@@ -67,7 +67,9 @@ def _kernel(family: str):
 
 def _cclone_write(out, res, params, static):
     out.obsm["C"] = res["embedding"].astype(np.float32)
-    out.obs["cclone_factor"] = res["embedding"].argmax(axis=1)
+    from ..cclone._api import _factor_labels
+
+    out.obs["cclone_factor"] = _factor_labels(res["embedding"])
     out.obs["cclone_loss"] = res["loss"].astype(np.float32)
     out.obs["cclone_weight"] = res["weight"].astype(np.float32)
     out.uns["cclone_predict"] = {"k": int(params["V"].shape[1]), **static}
