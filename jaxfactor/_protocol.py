@@ -208,6 +208,7 @@ class Fitted:
     inputs: ClassVar[str] = "matrix"      # "matrix" | "counts" | "alleles": what transform reads
     has_labels: ClassVar[bool] = False    # whether predict gives a label per cell
     batch_size: ClassVar[int] = 4096
+    trace_higher_is_better: ClassVar[bool] = True  # the direction of uns[<family>]['trace'] (NMF: an objective)
     option_help: ClassVar[dict] = {}      # one line per fit option (the runner's `jaxfactor models`)
     option_choices: ClassVar[dict] = {}   # the allowed values of string options
 
@@ -358,7 +359,10 @@ class Fitted:
         if compat:
             for slot, key, value in self._compat_outputs(rows, cols):
                 getattr(out, slot)[key] = value
-        out.uns[fam] = {"settings": _h5_safe(self.settings), **_h5_safe(self._uns()),
+        uns = self._uns()
+        if "trace" in uns:  # every trace says which way is better
+            uns["trace_higher_is_better"] = bool(self.trace_higher_is_better)
+        out.uns[fam] = {"settings": _h5_safe(self.settings), **_h5_safe(uns),
                         "scores": {k: {"value": float(s.value), "higher_is_better": bool(s.higher_is_better)}
                                    for k, s in self.scores().items()}}
         return out

@@ -61,6 +61,9 @@ def test_five_calls(fitted, tmp_path):
     assert out is not adata and out.n_obs == adata.n_obs
     assert list(adata.obs.columns) == list(before.obs.columns) and set(adata.obsm) == set(before.obsm)
     assert name in out.uns and "scores" in out.uns[name] and "settings" in out.uns[name]
+    if "trace" in out.uns[name]:  # every trace declares its direction (and it holds: monotone fits)
+        trace, up = np.asarray(out.uns[name]["trace"], float), bool(out.uns[name]["trace_higher_is_better"])
+        assert (trace[-1] >= trace[0]) == up or np.isclose(trace[-1], trace[0])
     new_obs = set(out.obs.columns) - set(adata.obs.columns)
     assert all(c.startswith(f"{name}_") for c in new_obs)
     assert all(k == f"X_{name}" or k.startswith(f"{name}_") for k in set(out.obsm) - set(adata.obsm))

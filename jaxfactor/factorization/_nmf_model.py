@@ -61,6 +61,7 @@ class NMFModel(Fitted):
     family = "nmf"
     inputs = "nonnegative"
     has_labels = True  # the dominant factor of each cell
+    trace_higher_is_better = False  # the objective, minimised
 
     @classmethod
     def fit(cls, data, n_components=None, *, layer=None, n_init=1, max_iter=200, tol=1e-4, seed=0, mesh=None,

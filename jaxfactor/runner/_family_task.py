@@ -273,7 +273,7 @@ def family_figure(folder: str, name: str, model, table, key: str, score, X=None,
             x = np.asarray(uns["trace_iter"]) if "trace_iter" in uns else np.arange(len(trace))
             ax.plot(x, trace)
             ax.set_xlabel(str(uns.get("trace_unit", "iteration")))
-            ax.set_ylabel(str(uns.get("trace_name", "objective")))
+            ax.set_ylabel(f"{uns.get('trace_name', 'objective')} ({'higher' if model.trace_higher_is_better else 'lower'} is better)")
             ax.set_title("the chosen fit's trace", fontsize=9)
         else:
             x, y = table[key].to_numpy(), table[score.name].to_numpy()
