@@ -69,6 +69,26 @@ def check_matrix(X, kind: str, name: str = "X") -> np.ndarray:
     return arr
 
 
+def check_block(block: np.ndarray, kind: str, name: str, start: int) -> None:
+    """The rules of ``kind`` (module docstring) on a block of new cells' rows that starts at cell
+    ``start`` of the data (what ``jaxfactor predict`` streams): a one-line error naming the problem,
+    how many cells have it and the first of them, before anything is written."""
+
+    def fail(bad_rows, what, fix):
+        cells = np.flatnonzero(bad_rows)
+        if cells.size:
+            raise ValueError(f"DATA's {name} has {what} in {cells.size} cell{'s' * (cells.size > 1)} "
+                             f"(first: cell {start + int(cells[0])}); {fix}")
+
+    finite = np.isfinite(block)
+    fail(~finite.all(axis=1), "NaN or infinite entries", "remove or impute them")
+    if kind in ("nonnegative", "counts", "alleles"):
+        fail((block < 0).any(axis=1), "negative entries", "this model needs non-negative counts")
+    if kind in ("counts", "alleles"):
+        fail((block != np.round(block)).any(axis=1), "non-integer entries",
+             "this model needs raw counts: predict from the matrix the model was fitted on")
+
+
 def allele_layers(adata):
     """(REF, ALT) of an AnnData: layers REF/ALT, or ALT (or AD) with DP (REF = DP − ALT); validated
     counts (sparse stays sparse), the AnnData untouched."""

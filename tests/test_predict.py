@@ -201,3 +201,21 @@ def test_registry_covers_the_fitted_models(tmp_path):
     assert static == {"likelihood": "betabinomial"} and float(params["concentration"]) == 7.0 and params["af"].shape == (2, 3)
     with pytest.raises(ValueError, match="no saved model"):
         PREDICTORS["gmm"].load("x", None, {"__run_dir__": str(tmp_path / "old")})
+
+
+def test_predict_refuses_what_the_fit_refuses(tmp_path_factory, tmp_path, capsys):
+    """Every streamed batch follows the fit's input rules (counts for allele models): NaN,
+    negative or non-integer entries are one-line errors naming the first cell; nothing is written."""
+    run_dir, loaded = _fit(tmp_path_factory, "binomial_mixture_demo.toml", "data.n_cells=120", "data.n_variants=20",
+                           "sweep.n_components=[2]", "fit.max_iter=20")
+    out = tmp_path / "p.h5ad"
+    for value, words in ((np.nan, "NaN or infinite entries"), (-1.0, "negative entries"), (0.5, "non-integer entries")):
+        ad = loaded.adata.copy()
+        alt = ad.layers["ALT"].toarray().astype(np.float64)
+        alt[70, 3] = value
+        ad.layers["ALT"] = sp.csr_matrix(alt)
+        ad.write_h5ad(tmp_path / "bad.h5ad")
+        assert main(["predict", str(run_dir), str(tmp_path / "bad.h5ad"), "--out", str(out), "--batch-size", "32"]) == 2
+        err = capsys.readouterr().err
+        assert f"DATA's ALT has {words} in 1 cell (first: cell 70)" in err and err.count("\n") == 1, err
+        assert not out.exists()

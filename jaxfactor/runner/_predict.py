@@ -25,7 +25,10 @@ the model's runner task module ``_{name}_task.py``, found by :func:`lookup`):
 
 Checks, all before anything is compiled or written: RUN_DIR is a finished run of a model with a
 predictor, written by this jaxfactor version; DATA holds every variable the model was fitted on
-(the first missing ones are named); OUT does not exist (unless ``--force``).
+(the first missing ones are named); OUT does not exist (unless ``--force``). Every streamed batch
+then follows the rules the fit applied to its own data (``jaxfactor._inputs.check_block``: finite;
+non-negative and whole counts where the model needs counts): a bad entry is a one-line error naming
+the first cell, and nothing is written.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import jax
 import numpy as np
 
 from .. import __version__
+from .._inputs import check_block
 from ._predictor import PREDICTORS, Predictor, lookup, register
 
 
@@ -77,6 +81,7 @@ def _cclone_write(out, res, params, static):
 
 register("cclone", Predictor(
     inputs=lambda config: ("REF", "ALT"),
+    input_kind=lambda config: "alleles",
     load=_cclone_load,
     kernel=_kernel("cclone"),
     write=_cclone_write,
@@ -158,7 +163,8 @@ def _family_predictor(name: str) -> Predictor:
 
     model = family(name).model
     return Predictor(inputs=_family_inputs, load=_family_load, kernel=_kernel(name), write=_family_write(name),
-                     fitted_vars=_family_vars, batch_size=model.batch_size, check=getattr(model, "check_batch", None))
+                     fitted_vars=_family_vars, batch_size=model.batch_size, check=getattr(model, "check_batch", None),
+                     input_kind=lambda config: _model_of(config).inputs)
 
 
 for _name in ("gmm", "ppca", "binomial_mixture", "allele_model", "zinbwave", "vae"):
@@ -299,7 +305,9 @@ def predict(run_dir: str, data: str, out: str, *, batch_size: int | None = None,
     pred = PREDICTORS[model]
     cells = BackedCells(data)
     try:
-        mats = [cells.matrix(name) for name in pred.inputs(config)]
+        names = pred.inputs(config)
+        mats = [cells.matrix(name) for name in names]
+        kind = pred.input_kind(config) if pred.input_kind is not None else None
         cols = _column_index(cells.var_names, pred.fitted_vars(fitted, config))
         with jax.enable_x64(x64):
             dev = resolve_device(device)
@@ -320,9 +328,11 @@ def predict(run_dir: str, data: str, out: str, *, batch_size: int | None = None,
                 for start in range(0, n_obs, B):
                     stop = min(start + B, n_obs)
                     blocks = []
-                    for mat in mats:
+                    for name, mat in zip(names, mats):
                         block = np.zeros((B, p), dtype)
                         block[: stop - start] = _rows(mat, start, stop, cols)
+                        if kind is not None:  # what the fit refused, refused here too (nothing written yet)
+                            check_block(block[: stop - start], kind, name, start)
                         blocks.append(jax.device_put(block, dev))
                     res = compiled(params, tuple(blocks))
                     outputs.append({k: np.asarray(v)[: stop - start] for k, v in res.items()})

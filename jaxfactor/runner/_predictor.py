@@ -19,7 +19,10 @@ class Predictor:
     ``write(out_adata, outputs, params, static)`` stores the concatenated outputs;
     ``check(outputs, start, static)``, if given, sees each batch's outputs (padding dropped; the
     batch starts at cell ``start``) as soon as they are computed and raises a one-line
-    ``ValueError`` if they flag bad input (so the kernel validates its block on the device).
+    ``ValueError`` if they flag bad input (so the kernel validates its block on the device);
+    ``input_kind(config)``, if given, names the rules every streamed block must follow
+    (``jaxfactor._inputs.check_block``: ``"matrix"``, ``"nonnegative"``, ``"counts"`` or
+    ``"alleles"``), the rules the fit applied to its own data.
     """
 
     inputs: Callable[[dict], tuple[str, ...]]
@@ -29,6 +32,7 @@ class Predictor:
     batch_size: int = 16384
     fitted_vars: Callable[[Any, dict], Any] = field(default=lambda fitted, config: fitted.var_names)
     check: Callable | None = None
+    input_kind: Callable[[dict], str] | None = None
 
 
 PREDICTORS: dict[str, Predictor] = {}
