@@ -14,7 +14,8 @@ from ._binomial import (
     binomial_log_likelihood, binomial_log_posterior, binomial_mixture_em, binomial_mixture_em_model, binomial_mixture_vb,
     fit_binomial_mixture, fit_binomial_mixture_anndata,
 )
-from ._em import CellData, EMModel, cell_data, em_algorithm
+from .._cells import CellData, cell_data
+from ._em import EMModel, em_algorithm
 from .._kmeans import kmeans_plusplus
 from ._gmm import (
     GMMCollapseWarning, GMMHparams, GMMParams, GMMResult, GMMStats, estimate_log_gaussian_prob, fit_gmm, gmm, gmm_em,

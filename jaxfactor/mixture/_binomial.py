@@ -71,7 +71,8 @@ from .._protocol import renamed_arguments
 from .._cells import REPL, ROWS, check_cell_mesh, pad_rows, padded_size, place_rows
 from .._registry import register_example
 from .._validate import check_choice, check_int, check_nonnegative_float, check_number, check_positive_int
-from ._em import CellData, Cells, EMModel, all_cells, cell_data, data_specs, em_algorithm, on_cells, split_cells
+from .._cells import CellData, Cells, all_cells, cell_data, data_specs, on_cells, split_cells
+from ._em import EMModel, em_algorithm
 
 AF_FLOOR = 1e-6  # allele frequencies are kept in [AF_FLOOR, 1 - AF_FLOOR] by MAP-EM
 WEIGHT_FLOOR = 1e-8  # MAP-EM mixing weights are floored at WEIGHT_FLOOR * n_cells pseudo-cells

@@ -68,7 +68,8 @@ from .._fit import fit_many as _fit_many
 from .._kmeans import kmeans_plusplus, nearest_centre
 from .._registry import register_example
 from .._validate import as_matrix, check_choice, check_int, check_nonnegative_float, check_positive_int
-from ._em import EMModel, cell_data, em_algorithm, on_cells, split_cells
+from .._cells import cell_data, on_cells, split_cells
+from ._em import EMModel, em_algorithm
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 INITS = ("kmeans++", "random_from_data")

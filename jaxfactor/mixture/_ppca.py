@@ -49,7 +49,8 @@ from .._cells import REPL, ROWS, check_cell_mesh
 from .._fit import check_finished, completed_trace, fit_restarts
 from .._registry import register_example
 from .._validate import as_matrix, check_int, check_nonnegative_float, check_positive_int
-from ._em import CellData, Cells, EMModel, cell_data, em_algorithm, on_cells, split_cells
+from .._cells import CellData, Cells, cell_data, on_cells, split_cells
+from ._em import EMModel, em_algorithm
 from ._select import bic, ppca_n_parameters
 
 
