@@ -24,6 +24,7 @@ and scverse's AnnData conventions (never mutate the input; namespaced keys:
 
 from __future__ import annotations
 
+import abc
 import importlib
 import json
 import os
@@ -187,7 +188,7 @@ def _atomic_dir(path: str):
 
 
 @dataclass
-class Fitted:
+class Fitted(abc.ABC):
     """A fitted model of one family (see the module docstring).
 
     Attributes:
@@ -218,27 +219,32 @@ class Fitted:
         if mesh is not None:
             raise ValueError(f"{cls.family} fits on one device; mesh= (cell sharding) is not supported for it")
 
-    # --- what a family implements ---------------------------------------------------------
+    # --- what a family implements (abstract: a family without one of them cannot be built) -----
     @classmethod
-    def fit(cls, data, n_components=None, **options) -> "Fitted":  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def fit(cls, data, n_components=None, **options) -> "Fitted":
+        """Fit the family to ``data`` (see the module docstring for the shared vocabulary)."""
 
     @classmethod
-    def simulate(cls, seed: int = 0):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def simulate(cls, seed: int = 0):
+        """A small AnnData drawn from the model, the truth in ``obs['truth']``."""
 
+    @abc.abstractmethod
     def params(self) -> Any:
-        raise NotImplementedError
+        """The arrays ``kernel`` holds fixed (a pytree)."""
 
     def static(self) -> dict:
         return {}
 
     @staticmethod
-    def kernel(params, *blocks, **static) -> dict:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def kernel(params, *blocks, **static) -> dict:
+        """Per-cell outputs of a block of new cells: pure and batchable."""
 
+    @abc.abstractmethod
     def scores(self) -> dict[str, Score]:
-        raise NotImplementedError
+        """Named scores of the fit, each with its direction."""
 
     def _cell_outputs(self) -> dict:
         """Per kept cell: ``embedding`` (→ obsm X_<family>), ``proba`` (→ obsm <family>_proba),
