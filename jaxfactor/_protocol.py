@@ -281,8 +281,8 @@ class Fitted(abc.ABC):
         return int(self.settings["n_components"])
 
     def __repr__(self) -> str:
-        s = {k: v for k, v in self.scores().items()}
-        shown = ", ".join(f"{k}={v.value:.6g} ({'higher' if v.higher_is_better else 'lower'} is better)" for k, v in s.items())
+        shown = ", ".join(f"{k}={v.value:.6g} ({'higher' if v.higher_is_better else 'lower'} is better)"
+                          for k, v in self.scores().items())
         return (f"{type(self).__name__}(family={self.family!r}, n_components={self.n_components}, "
                 f"cells={len(self.obs_names)}, variables={len(self.var_names)}, {shown})")
 
@@ -329,12 +329,16 @@ class Fitted(abc.ABC):
         rows = _positions(out.obs_names, self.obs_names, self.cells, "cells")
         cols = _positions(out.var_names, self.var_names, self.genes, "variables")
         fam = self.family
-        for key, value in self._cell_outputs().items():
+        cell_outputs = self._cell_outputs()
+        for key, value in cell_outputs.items():
             value = np.asarray(value)
             if key == "label":
                 labels = np.full(out.n_obs, None, dtype=object)
                 labels[rows >= 0] = value.astype(str)[rows[rows >= 0]]
-                cats = [str(c) for c in sorted(np.unique(value))]
+                rep = cell_outputs.get("proba", cell_outputs.get("embedding"))
+                # every component is a category, also one no cell was assigned to
+                cats = ([str(c) for c in range(np.shape(rep)[1])] if rep is not None and np.issubdtype(value.dtype, np.integer)
+                        else [str(c) for c in sorted(np.unique(value))])
                 out.obs[f"{fam}_label"] = pd.Categorical(labels, categories=cats)
                 continue
             full = _scatter(value, rows)
