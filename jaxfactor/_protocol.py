@@ -263,6 +263,49 @@ class Fitted(abc.ABC):
         ARI, as named numbers; none by default."""
         return {}
 
+    # --- a grid family (optional): numbers a sweep varies inside one compiled, vmapped call ---
+    #: the NamedTuple of numeric fit options that are pytree data of the family's Algorithm; a
+    #: family that sets it implements ``algorithm``, ``state_arrays`` and ``from_arrays``, and the
+    #: runner fits every point of a sweep that differs only in these numbers in one compiled call
+    hparams: ClassVar[type | None] = None
+
+    @classmethod
+    def algorithm(cls, static: dict, mesh=None):
+        """The :class:`~jaxfactor.Algorithm` of one shape point (``static``: the fit options
+        that are not ``hparams``); with a cell ``mesh``, its cell-sharded form (``cell_layout``)."""
+        raise NotImplementedError(f"{cls.family} is not a grid family")
+
+    @classmethod
+    def cell_layout(cls):
+        """How a cell mesh splits the data and the state (a ``CellLayout``); None: no cell sharding."""
+        return None
+
+    @staticmethod
+    def state_arrays(state) -> dict:
+        """The named arrays of a fitted state (what a sweep point stores)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, info: dict, obs_names, var_names, settings: dict) -> "Fitted":
+        """The fitted model of one sweep point from its ``state_arrays`` and ``info`` (objective,
+        n_iter, converged, trace, trace_iter, restart_objectives)."""
+        raise NotImplementedError
+
+    def heatmaps(self) -> dict:
+        """Named matrices drawn for this fit: the cells' embedding or posteriors (cells ordered
+        by their label) and the per-variable components."""
+        cells, var = self._cell_outputs(), self._var_outputs()
+        out = {}
+        rep = cells.get("proba", cells.get("embedding"))
+        if rep is not None and np.ndim(rep) == 2 and np.shape(rep)[1]:
+            rep = np.asarray(rep)
+            order = np.lexsort((-rep.max(axis=1), rep.argmax(axis=1)))
+            out[f"{self.family}: cells (ordered by dominant component) x components"] = rep[order]
+        for key, value in var.items():
+            if np.ndim(value) == 2:
+                out[f"{self.family} {key}: components x variables"] = np.asarray(value).T
+        return out
+
     def selection(self) -> Score:
         """The score that compares fits of different sizes: BIC where the family has one, else
         its first score."""

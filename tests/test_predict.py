@@ -107,7 +107,13 @@ def test_bad_inputs_are_one_line_errors(cclone_run, tmp_path, capsys, small_nmf)
     nmf_cfg.write_text('[data]\npath = "x.npy"\n[model]\nname = "nmf"\nn_components = 2\n[fit]\nmax_iter = 5\n[run]\nfigures = false\n')
     assert main(["run", str(nmf_cfg), "--out", str(tmp_path / "nmf_run")]) == 0
     capsys.readouterr()
-    assert "holds a 'nmf' run, which has no predictor; predict supports: cclone" in error(tmp_path / "nmf_run", data)
+    foreign = tmp_path / "foreign_run"
+    shutil.copytree(tmp_path / "nmf_run", foreign)
+    meta = json.loads((foreign / "metrics.json").read_text())
+    (foreign / "metrics.json").write_text(json.dumps({**meta, "model": "foo"}))
+    assert "holds a 'foo' run, which has no predictor; predict supports: nmf, cclone" in error(foreign, data)
+    # an NMF run predicts (its saved model's HALS kernel), but not from allele data
+    assert "DATA lacks" in error(tmp_path / "nmf_run", data)
     old = tmp_path / "old_run"
     shutil.copytree(run_dir, old)
     meta = json.loads((old / "metrics.json").read_text())
@@ -191,7 +197,7 @@ def test_registry_covers_the_fitted_models(tmp_path):
     from jaxfactor.models._allele_svi import AlleleFit
     from jaxfactor.runner._predictor import lookup
 
-    assert all(lookup(name) is not None for name in ("cclone", "gmm", "ppca", "binomial_mixture", "allele_model", "vae", "zinbwave"))
+    assert all(lookup(name) is not None for name in ("nmf", "cclone", "gmm", "ppca", "binomial_mixture", "allele_model", "vae", "zinbwave"))
     af = np.full((2, 3), 0.5)
     fit = AlleleFit(None, None, af, np.array([0.5, 0.5]), 0.1, 0.01, 7.0, None, 0.0, {})
     model = AlleleModel(AlleleModelResult(fit, af.T, af.T, "beta"), np.array(["a", "b"]), np.array(["x", "y", "z"]),
@@ -219,3 +225,26 @@ def test_predict_refuses_what_the_fit_refuses(tmp_path_factory, tmp_path, capsys
         err = capsys.readouterr().err
         assert f"DATA's ALT has {words} in 1 cell (first: cell 70)" in err and err.count("\n") == 1, err
         assert not out.exists()
+
+
+def test_nmf_run_predicts_with_its_saved_model(tmp_path, small_nmf):
+    """An NMF run saves its chosen point (model/); predict streams new cells through the family's
+    kernel (W for H fixed, by HALS): the same numbers as the loaded model's transform, and the
+    dominant factor as a categorical label."""
+    import jaxfactor
+
+    np.save(tmp_path / "x.npy", small_nmf.X)
+    cfg = tmp_path / "nmf.toml"
+    cfg.write_text('[data]\npath = "x.npy"\n[model]\nname = "nmf"\nn_components = 3\n[fit]\nmax_iter = 50\n'
+                   '[sweep]\nl2_H = [0.0, 0.5]\n[run]\nfigures = false\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    new = tmp_path / "new.h5ad"
+    anndata.AnnData(X=np.asarray(small_nmf.X[:17], np.float32)).write_h5ad(new)
+    assert main(["predict", str(tmp_path / "run"), str(new), "--out", str(tmp_path / "p.h5ad")]) == 0
+    pred = anndata.read_h5ad(tmp_path / "p.h5ad")
+    model = jaxfactor.load(str(tmp_path / "run" / "model"))
+    W = model.transform(np.asarray(small_nmf.X[:17], np.float32))
+    np.testing.assert_allclose(pred.obsm["X_nmf"], W, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(pred.obs["nmf_label"].astype(int), W.argmax(axis=1))
+    chosen = json.loads((tmp_path / "run" / "metrics.json").read_text())["chosen"]
+    assert chosen == "p000" and model.settings["l2_H"] == 0.0  # the lowest objective: no penalty

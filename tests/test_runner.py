@@ -61,7 +61,7 @@ def test_sweep_points_equal_single_fits(tmp_path, small_nmf):
     )
     out, records = run(str(cfg), out=str(tmp_path / "o"))
     for r in records:
-        ref = nmf.fit(small_nmf.X, 3, init="random", max_iter=50, tol=0, n_restarts=3, seed=4, l2_H=r["params"]["l2_H"])
+        ref = nmf.fit(small_nmf.X, 3, init="random", max_iter=50, tol=0, n_init=3, seed=4, l2_H=r["params"]["l2_H"])
         assert r["objective"] == pytest.approx(ref.objective, rel=1e-5)
         saved = np.load(os.path.join(out, f"{r['id']}.npz"))
         np.testing.assert_allclose(saved["W"] @ saved["H"], ref.W @ ref.H, rtol=1e-4, atol=1e-5)
@@ -92,7 +92,7 @@ def test_file_inputs(tmp_path, small_nmf, fmt):
     if fmt == "h5ad":
         res = anndata.read_h5ad(os.path.join(out, "result.h5ad"))
         assert res.obsm["X_nmf"].shape == (40, 3) and res.varm["nmf_components"].shape == (25, 3)
-        assert res.uns["jaxfactor"]["n_iter"] == records[0]["n_iter"]
+        assert res.uns["nmf"]["n_iter"] == records[0]["n_iter"]  # namespaced: uns[<family>]
     else:
         assert os.path.exists(os.path.join(out, "p000.npz"))
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._protocol import Fitted, Score, vocabulary
+from ._nmf import NMFHparams
 
 TRANSFORM_SWEEPS = 200
 
@@ -113,3 +114,54 @@ class NMFModel(Fitted):
         return {"trace": np.asarray(r.trace), "trace_iter": np.asarray(r.trace_iter), "trace_name": "objective",
                 "n_iter": int(r.n_iter),
                 "converged": bool(r.converged), "restart_objectives": np.asarray(r.restart_objectives)}
+
+    # --- a grid family: the runner's vmapped sweep (numbers in one compiled call) ---------------
+    hparams = NMFHparams  # l1_W, l2_W, l1_H, l2_H: numbers a sweep varies inside one compiled call
+
+    option_help = {"n_components": "rank k", "method": "mu (Lee-Seung multiplicative) | pgd (projected gradient) | kl",
+                   "init": "initialisation (NNDSVD variants or random)", "l1_W": "L1 penalty on W", "l2_W": "L2 penalty on W",
+                   "l1_H": "L1 penalty on H", "l2_H": "L2 penalty on H"}
+    option_choices = {"method": ("mu", "pgd", "kl"), "init": ("nndsvda", "nndsvd", "nndsvdar", "random")}
+
+    @classmethod
+    def algorithm(cls, static: dict, mesh=None):
+        """The :class:`~jaxfactor.Algorithm` of one shape point (``n_components``, ``method``,
+        ``init``); with a cell ``mesh``, the cell-sharded one (rows of X and W split)."""
+        from ._nmf import FACTORIES
+
+        return FACTORIES[static["method"]](static["n_components"], static["init"], mesh)
+
+    @classmethod
+    def cell_layout(cls):
+        from ._nmf import NMF_CELLS
+
+        return NMF_CELLS
+
+    @staticmethod
+    def state_arrays(state) -> dict:
+        return {"W": np.asarray(state.W), "H": np.asarray(state.H)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, info: dict, obs_names, var_names, settings: dict) -> "NMFModel":
+        """The fitted model of one sweep point (``arrays``: :meth:`state_arrays`; ``info``: its
+        objective, n_iter, converged, trace, trace_iter and restart objectives)."""
+        from ._nmf_api import NMFResult
+
+        res = NMFResult(W=np.asarray(arrays["W"]), H=np.asarray(arrays["H"]), objective=float(info["objective"]),
+                        n_iter=int(info["n_iter"]), converged=bool(info["converged"]), trace=np.asarray(info["trace"]),
+                        trace_iter=np.asarray(info["trace_iter"]), method=settings["method"],
+                        restart_objectives=np.asarray(info["restart_objectives"]))
+        return cls(res, np.asarray(obs_names).astype(str), np.asarray(var_names).astype(str), settings)
+
+    def truth_metrics(self, truth) -> dict:
+        """Recovery of simulated components: rows of H matched to the true H by cosine similarity
+        (Hungarian matching, scipy's ``linear_sum_assignment``); mean similarity of matched pairs."""
+        from scipy.optimize import linear_sum_assignment
+
+        H_true = truth.get("H") if isinstance(truth, dict) else getattr(truth, "H", None)
+        if H_true is None:
+            return {}
+        unit = lambda M: M / np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)  # noqa: E731
+        sim = unit(np.asarray(self.result.H)) @ unit(np.asarray(H_true)).T
+        rows, cols = linear_sum_assignment(-sim)
+        return {"H_cosine_matched": float(sim[rows, cols].mean()), "n_matched": int(len(rows))}

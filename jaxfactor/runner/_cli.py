@@ -76,8 +76,11 @@ def _summary(out: str, records: list[dict]) -> str:
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items() if k in r["shown"])
         if r.get("truth"):
             params += "; vs truth: " + ", ".join(f"{k}={v:.4g}" for k, v in r["truth"].items())
-        state = "converged" if r["converged"] else "max_iter"
-        lines.append(f"  {r['id']}: objective {r['objective']:.6g} after {r['n_iter']} iterations ({state}); {params}")
+        state = "converged" if r["converged"] else "max_iter reached"
+        chosen = " <- saved in model/ (lowest objective)" if r.get("chosen") and len(records) > 1 else ""
+        lines.append(f"  {r['id']}: objective {r['objective']:.6g} after {r['n_iter']} iterations ({state}); {params}{chosen}")
+    if len({r["params"].get("n_components") for r in records}) > 1:
+        lines.append("  (the objective always falls as n_components grows: compare ranks by the elbow in selection.csv)")
     fitted = [r for r in records if not r.get("resumed")]
     if fitted:
         lines.append(f"  compile {sum({r['group']: r['compile_seconds'] for r in fitted}.values()):.2f} s, "

@@ -14,10 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._base import Algorithm
-from .._validate import as_matrix, check_n_components
-from ..factorization import INITS, METHODS, NMFHparams
+from .._validate import check_n_components
 from ..data import simulate_nmf
-from ..factorization._nmf import FACTORIES
 from ._schema import Field
 
 
@@ -25,8 +23,9 @@ from ._schema import Field
 class ModelSpec:
     """A model the runner can fit.
 
-    An *algorithm* model (NMF) gives ``build``/``make_hparams``/``outputs`` and the runner fits
-    every sweep point with ``fit_many``. A *pipeline* model (CCLONE: bootstraps, alignment,
+    A *grid* family (NMF: its fitted-model class sets ``hparams``) gives ``build`` /
+    ``make_hparams`` / ``outputs`` / ``model`` (see :func:`grid_spec`) and the runner fits every
+    sweep point with ``fit_many``. A *pipeline* model (CCLONE: bootstraps, alignment,
     filters) gives ``pipeline``, an object with ``load(cfg)`` and ``execute(cfg, data, device)``
     returning a ``PipelineOutcome``; the runner then only validates, times and writes.
     """
@@ -42,10 +41,8 @@ class ModelSpec:
     check_data: Callable[[np.ndarray], np.ndarray] | None = None
     check_static: Callable[[dict, tuple], None] | None = None
     outputs: Callable[[Any, dict], dict[str, np.ndarray]] | None = None
-    anndata_slots: Callable | None = None
-    heatmaps: Callable | None = None
-    truth_metrics: Callable | None = None
     pipeline: Any = None
+    model: Any = None  # a grid family's fitted-model class (jaxfactor.Fitted)
     aliases: dict = field(default_factory=dict)  # deprecated [model] key -> new key ("fit.<key>"; None: no longer used)
     fit_fields: dict | None = None  # [fit] fields with this model's defaults (None: FIT_FIELDS of fit_keys)
 
@@ -57,55 +54,32 @@ class ModelSpec:
         return self.hparams_cls(**{k: values[k] for k in self.hparams})
 
 
-def _nmf_outputs(state, static):
-    return {"W": np.asarray(state.W), "H": np.asarray(state.H)}
+def grid_spec(name: str, simulators: dict, aliases: dict | None = None) -> ModelSpec:
+    """A grid family (its fitted-model class sets ``hparams``): run by the runner's vmapped sweep.
+    ``[model]`` keys from the family's ``fit`` signature: its ``hparams`` are numbers of one
+    compiled call, the other keys (rank, method, init) fix the program; outputs, AnnData, figures,
+    truth and the saved model come from the family's fitted model."""
+    from .._families import family
+    from .._inputs import check_matrix
+    from ._family_task import option_fields
 
+    model = family(name).model
+    fields = option_fields(model)
+    hp = model.hparams._fields
+    return ModelSpec(
+        name=name,
+        static={k: f for k, f in fields.items() if k not in hp},
+        hparams={k: fields[k] for k in hp},
+        simulators=simulators,
+        hparams_cls=model.hparams,
+        build=model.algorithm,
+        check_data=lambda X: check_matrix(X, model.inputs, "the data matrix"),
+        check_static=lambda s, shape: check_n_components(s["n_components"], shape),
+        outputs=lambda state, static: model.state_arrays(state),
+        model=model,
+        aliases=aliases or {},
+    )
 
-def _nmf_slots(arrays, transposed):
-    """W is per observation (cells) and H per variable (genes), unless the data were transposed."""
-    W, Ht = arrays["W"], arrays["H"].T
-    if transposed:
-        return {"obsm": ("X_nmf_components", Ht), "varm": ("X_nmf", W)}
-    return {"obsm": ("X_nmf", W), "varm": ("nmf_components", Ht)}
-
-
-def _nmf_heatmaps(arrays):
-    W, H = arrays["W"], arrays["H"]
-    order = np.lexsort((-W.max(axis=1), W.argmax(axis=1)))  # group samples by dominant factor
-    return {"W (samples, sorted by dominant factor)": W[order], "H (components x features)": H}
-
-
-def _nmf_truth(arrays, truth):
-    """Recovery of simulated components: rows of H matched to the true H by cosine similarity
-    (Hungarian matching, scipy's linear_sum_assignment); mean similarity over matched pairs."""
-    from scipy.optimize import linear_sum_assignment
-
-    if "H" not in truth:
-        return {}
-    unit = lambda M: M / np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)
-    sim = unit(arrays["H"]) @ unit(truth["H"]).T
-    rows, cols = linear_sum_assignment(-sim)
-    return {"H_cosine_matched": float(sim[rows, cols].mean()), "n_matched": int(len(rows))}
-
-
-NMF = ModelSpec(
-    name="nmf",
-    static={
-        "n_components": Field(int, help="rank k"),
-        "method": Field(str, "mu", choices=METHODS, help="mu | pgd | kl"),
-        "init": Field(str, "nndsvda", choices=INITS),
-    },
-    hparams={name: Field(float, 0.0, help="penalty weight") for name in NMFHparams._fields},
-    simulators={"nmf": simulate_nmf},
-    hparams_cls=NMFHparams,
-    build=lambda s: FACTORIES[s["method"]](s["n_components"], s["init"]),
-    check_data=lambda X: as_matrix(X, "data matrix"),
-    check_static=lambda s, shape: check_n_components(s["n_components"], shape),
-    outputs=_nmf_outputs,
-    anndata_slots=_nmf_slots,
-    heatmaps=_nmf_heatmaps,
-    truth_metrics=_nmf_truth,
-)
 
 def _cclone_spec() -> ModelSpec:
     from ._cclone_task import CCLONE_FIELDS, CCLONE_SWEEPABLE, CcloneTask
@@ -166,7 +140,7 @@ def _clones_spec() -> ModelSpec:
                      fit_keys=("seed",), sweepable=("method",), pipeline=ClonesTask())
 
 
-MODELS: dict[str, ModelSpec] = {"nmf": NMF, "cclone": _cclone_spec(), **_family_specs(),
+MODELS: dict[str, ModelSpec] = {"nmf": grid_spec("nmf", {"nmf": simulate_nmf}), "cclone": _cclone_spec(), **_family_specs(),
                                 "clones": _clones_spec()}
 
 

@@ -69,8 +69,10 @@ def write_toml(path: str, obj: dict) -> None:
         tomli_w.dump(obj, fh)
 
 
-def write_figures(folder: str, traces: dict[str, tuple[np.ndarray, np.ndarray]], heatmaps: dict[str, dict]) -> list[str]:
-    """``trace.png`` with every point's objective, and one factor heatmap figure per point."""
+def write_figures(folder: str, traces: dict[str, tuple[np.ndarray, np.ndarray]], heatmaps: dict[str, dict],
+                  ylabel: str = "objective", files: dict[str, str] | None = None) -> list[str]:
+    """``trace.png`` with every point's trace, and one heatmap figure per point
+    (``factors_<files[label]>.png``, titled with the point's label: its id and swept values)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,10 +83,10 @@ def write_figures(folder: str, traces: dict[str, tuple[np.ndarray, np.ndarray]],
     for pid, (iters, trace) in traces.items():
         ax.plot(iters, trace, marker="." if len(iters) < 30 else None, label=pid)
     ax.set_xlabel("iteration")
-    ax.set_ylabel("objective")
+    ax.set_ylabel(ylabel)
     if all(np.all(t > 0) for _, t in traces.values()):
         ax.set_yscale("log")
-    ax.set_title("objective trace")
+    ax.set_title(f"{ylabel} trace")
     if len(traces) <= 12:
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -94,14 +96,18 @@ def write_figures(folder: str, traces: dict[str, tuple[np.ndarray, np.ndarray]],
     written.append(path)
 
     for pid, maps in heatmaps.items():
+        if not maps:
+            continue
         fig, axes = plt.subplots(1, len(maps), figsize=(5 * len(maps), 4))
         for ax, (title, mat) in zip(np.atleast_1d(axes), maps.items()):
             im = ax.imshow(mat, aspect="auto", interpolation="nearest", cmap="viridis")
             ax.set_title(title, fontsize=9)
+            if mat.shape[1] <= 30:  # integer ticks on a component axis
+                ax.set_xticks(range(mat.shape[1]))
             fig.colorbar(im, ax=ax)
         fig.suptitle(pid)
         fig.tight_layout()
-        path = os.path.join(folder, f"factors_{pid}.png")
+        path = os.path.join(folder, f"factors_{(files or {}).get(pid, pid)}.png")
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append(path)

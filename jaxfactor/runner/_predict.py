@@ -13,14 +13,14 @@ the model's runner task module ``_{name}_task.py``, found by :func:`lookup`):
 - ``cclone``: each cell's factor loadings ``c ∈ [0,1]^k`` against the fitted V, the exact
   box-constrained weighted least-squares solve ``min Σ_j W_ij (M_ij − c·v_j)² + l2‖c‖²`` by
   coordinate descent (``box_qp_rows``), with M and W built from REF/ALT as in the fit.
-- ``gmm``, ``ppca``, ``binomial_mixture``, ``allele_model``, ``zinbwave``, ``vae`` (the runner's family task): the
+- ``nmf``, ``gmm``, ``ppca``, ``binomial_mixture``, ``allele_model``, ``zinbwave``, ``vae``: the
   model saved in ``RUN_DIR/model`` (:meth:`jaxfactor.Fitted.save`) and the family's own kernel —
   what ``model.transform`` / ``predict`` run (GMM: posterior probabilities and log p(x); PPCA:
   E[z | x] and log p(x); binomial mixture: posterior clones under the MAP (EM) or the Beta /
   Dirichlet posteriors (VB); allele model: posterior clones and log p(ALT | DP) with AFs, weights,
   dropout and error fixed; ZINB-WaVE: W and γ with every gene-level parameter fixed, all-zero cells
   flagged; VAE: the encoder's posterior mean and variance, each batch checked as the fit checks its
-  input). Outputs under the keys ``to_anndata`` uses (``<family>_proba``, ``X_<family>``,
+  input; NMF: W for H fixed, by HALS). Outputs under the keys ``to_anndata`` uses (``<family>_proba``, ``X_<family>``,
   ``<family>_label``, ``<family>_log_likelihood``, ``zinbwave_all_zero``).
 
 Checks, all before anything is compiled or written: RUN_DIR is a finished run of a model with a
@@ -145,8 +145,10 @@ def _family_write(name):
                 out.obsm[f"{name}_{key}"] = value.astype(np.float32)
             else:
                 out.obs[f"{name}_{key}"] = value
-        rep = res.get("proba")
-        if rep is not None:
+        from .._families import family
+
+        rep = res.get("proba", res.get("embedding") if family(name).model.has_labels else None)
+        if rep is not None:  # the most probable component, or the dominant factor
             labels = np.asarray(rep).argmax(axis=1)
             out.obs[f"{name}_label"] = pd.Categorical(labels.astype(str), categories=[str(i) for i in range(rep.shape[1])])
         n_empty = int(np.sum(res["all_zero"])) if "all_zero" in res else 0
@@ -167,7 +169,7 @@ def _family_predictor(name: str) -> Predictor:
                      input_kind=lambda config: _model_of(config).inputs)
 
 
-for _name in ("gmm", "ppca", "binomial_mixture", "allele_model", "zinbwave", "vae"):
+for _name in ("nmf", "gmm", "ppca", "binomial_mixture", "allele_model", "zinbwave", "vae"):
     register(_name, _family_predictor(_name))
 
 

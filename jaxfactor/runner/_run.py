@@ -79,13 +79,15 @@ def _hp_grid(cfg: RunConfig, idx: list[int]):
 
 def _check_cells(cfg: RunConfig, mesh) -> None:
     """A one-line error before anything runs if ``run.shard = "cells"`` meets a model whose fits
-    cannot split their cells."""
+    cannot split their cells (its fitted-model class has no ``cell_layout``)."""
     from ._config import ConfigError
-    from ._sharding import CELL_SHARDED, is_cell_mesh
+    from ._models import MODELS
+    from ._sharding import is_cell_mesh
 
-    if is_cell_mesh(mesh) and cfg.spec.name not in CELL_SHARDED:
+    can = lambda spec: spec.model is not None and spec.model.cell_layout() is not None  # noqa: E731
+    if is_cell_mesh(mesh) and not can(cfg.spec):
         raise ConfigError(f"run.shard = \"cells\" is not available for model '{cfg.spec.name}' "
-                          f"(available for: {', '.join(CELL_SHARDED)}); use \"auto\" or \"off\"")
+                          f"(available for: {', '.join(k for k, spec in MODELS.items() if can(spec))}); use \"auto\" or \"off\"")
 
 
 def check_sweep_memory(cfg: RunConfig, X: np.ndarray, device, mesh, available=None) -> None:
@@ -173,7 +175,6 @@ def _execute_cells(cfg: RunConfig, X: np.ndarray, device, truth: dict | None, *,
     placed once; each restart starts from the unsharded init on the unpadded X (on ``device``),
     so the records equal ``run.shard = "off"`` within float tolerance."""
     from .._cells import fit_cells, place_cells
-    from ._sharding import CELL_SHARDED
 
     spec, fitc = cfg.spec, cfg.fit
     n = len(cfg.points)
@@ -184,7 +185,7 @@ def _execute_cells(cfg: RunConfig, X: np.ndarray, device, truth: dict | None, *,
     n_call = 0
     with _progress(cfg, n, int(finished.sum())) as bar:
         for static, idx in _groups(cfg):
-            alg, plain, layout = CELL_SHARDED[spec.name](static, mesh)
+            alg, plain, layout = spec.model.algorithm(static, mesh), spec.model.algorithm(static), spec.model.cell_layout()
             placed = place_cells(np.asarray(Xd), mesh, layout) if placed is None else placed
             first = True
             for i in (i for i in idx if not finished[i]):
@@ -231,35 +232,94 @@ def _record(cfg: RunConfig, i: int, static: dict, out, j: int, n_call: int, n_po
         "trace_iter": trace_iter,
     }
     if truth is not None:
-        record["truth"] = spec.truth_metrics(record["arrays"], truth)
+        shape = (len(record["arrays"][next(iter(record["arrays"]))]), 0)
+        names = [np.arange(n).astype(str) for n in shape]
+        record["truth"] = spec.model.from_arrays(record["arrays"], record, *names, _settings(cfg, record)).truth_metrics(truth)
     return record
 
 
+def _settings(cfg: RunConfig, record: dict, layer: str | None = None, named: bool = False) -> dict:
+    """A sweep point's fit arguments, as the family's own ``fit`` records them."""
+    f = cfg.fit
+    return {**{k: v for k, v in record["params"].items() if k != "name"}, "n_init": int(f["n_restarts"]),
+            "max_iter": int(f["max_iter"]), "tol": float(f["tol"]), "seed": int(f["seed"]), "layer": layer,
+            "named_variables": named}
+
+
+def point_models(cfg: RunConfig, data: LoadedData, records: list[dict]) -> list:
+    """Each sweep point as the family's fitted model (:class:`jaxfactor.Fitted`): what the results
+    folder's AnnData, figures and saved model are written from. Cells and variables are named
+    as in the data (transposed data: its variables are the fitted rows)."""
+    ad = data.adata
+    if ad is not None:
+        obs, var = (ad.var_names, ad.obs_names) if data.transposed else (ad.obs_names, ad.var_names)
+    else:
+        obs, var = (np.arange(n).astype(str) for n in data.X.shape)
+    layer = (cfg.data.get("layer") or None) if ad is not None and not data.transposed else None
+    return [cfg.spec.model.from_arrays(r["arrays"], r, obs, var, _settings(cfg, r, layer, ad is not None)) for r in records]
+
+
 def _write_results(tmp: str, cfg: RunConfig, data: LoadedData, records: list[dict], meta: dict) -> None:
+    """config.toml, metrics.json, one ``pNNN.npz`` per point, ``selection.csv``, ``result.h5ad``
+    (``to_anndata`` of the chosen point on the data; with several points, every point's keys
+    again with a ``_pNNN`` suffix), ``model/`` (the chosen point, what ``jaxfactor predict``
+    loads) and the figures. The point chosen is the best by the family's ``selection()`` score."""
+    import pandas as pd
+
+    from ._family_task import MODEL_DIR
+
+    models = point_models(cfg, data, records)
+    score = models[0].selection()
+    values = [m.selection().value for m in models]
+    pick = int(np.argmax(values) if score.higher_is_better else np.argmin(values))
+    for r, v in zip(records, values):
+        r["chosen"] = r is records[pick]
+        r[score.name] = float(v)
+    meta = {**meta, "chosen": records[pick]["id"], "chosen_by": score.name, "higher_is_better": score.higher_is_better}
     write_toml(os.path.join(tmp, "config.toml"), cfg.raw)
     point_metrics = [{k: v for k, v in r.items() if k not in ("arrays", "trace", "trace_iter", "shown")} for r in records]
     write_json(os.path.join(tmp, "metrics.json"), {**meta, "points": point_metrics})
-    single = len(records) == 1
-    if data.adata is not None:
-        adata = data.adata.copy()
-        for r in records:
-            suffix = "" if single else f"_{r['id']}"
-            for slot, (name, arr) in cfg.spec.anndata_slots(r["arrays"], data.transposed).items():
-                getattr(adata, slot)[name + suffix] = arr
-            adata.uns[f"jaxfactor{suffix}"] = {
-                "model": cfg.spec.name, "objective": r["objective"], "n_iter": r["n_iter"],
-                "converged": r["converged"], "trace": r["trace"],
-            }
-        adata.write_h5ad(os.path.join(tmp, "result.h5ad"))
+    swept = [k for k in cfg.sweep] or ["n_components"]
+    pd.DataFrame([{"id": r["id"], **{k: r["params"][k] for k in swept}, score.name: r[score.name], "n_iter": r["n_iter"],
+                   "converged": r["converged"], "chosen": r["chosen"], **r.get("truth", {})} for r in records]
+                 ).to_csv(os.path.join(tmp, "selection.csv"), index=False)
+    base = data.adata
+    if base is not None and data.transposed:
+        base = base.T  # the fitted rows are the data's variables
+    adata = models[pick].to_anndata(base)
+    if len(models) > 1:
+        for r, m in zip(records, models):
+            _add_suffixed(adata, m.to_anndata(None), m.family, f"_{r['id']}")
+    if data.transposed and base is not None:
+        adata = adata.T
+    adata.write_h5ad(os.path.join(tmp, "result.h5ad"))
+    models[pick].save(os.path.join(tmp, MODEL_DIR))
     for r in records:
         np.savez(os.path.join(tmp, f"{r['id']}.npz"), **r["arrays"], trace=r["trace"], trace_iter=r["trace_iter"])
     if data.truth is not None:
         np.savez(os.path.join(tmp, "truth.npz"), **data.truth)
     if cfg.run["figures"]:
-        swept = list(cfg.sweep)
-        label = lambda r: " ".join([r["id"], *(f"{k}={r['params'][k]}" for k in swept)])
+        label = lambda r: " ".join([r["id"], *(f"{k}={r['params'][k]}" for k in cfg.sweep)])  # noqa: E731
         traces = {label(r): (r["trace_iter"], r["trace"]) for r in records}
-        write_figures(tmp, traces, {r["id"]: cfg.spec.heatmaps(r["arrays"]) for r in records})
+        write_figures(tmp, traces, {label(r): m.heatmaps() for r, m in zip(records, models)},
+                      ylabel=models[0]._uns().get("trace_name", "objective"),
+                      files={label(r): r["id"] for r in records})
+
+
+def _add_suffixed(adata, point, family: str, suffix: str) -> None:
+    """One sweep point's keys (``point``: its ``to_anndata(None)``) into ``adata``, renamed
+    ``<key><suffix>``, cells and variables matched by name."""
+    for slot in ("obsm", "varm"):
+        names = adata.obs_names if slot == "obsm" else adata.var_names
+        src = point.obs_names if slot == "obsm" else point.var_names
+        where = src.get_indexer(names)
+        for key, value in getattr(point, slot).items():
+            getattr(adata, slot)[key + suffix] = np.asarray(value)[where]
+    for slot in ("obs", "var"):
+        frame = getattr(point, slot)
+        for col in frame.columns:
+            getattr(adata, slot)[col + suffix] = frame[col].reindex(getattr(adata, slot).index).to_numpy()
+    adata.uns[family + suffix] = point.uns[family]
 
 
 def _meta(cfg: RunConfig, dev, shape, seconds, mesh=None) -> dict:

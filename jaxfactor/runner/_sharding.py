@@ -5,7 +5,7 @@
 ``jax.distributed.initialize``) when there is more than one; ``"off"`` runs on one device.
 ``"cells"`` instead splits the rows (cells) of ONE fit over those devices (a 1-D mesh named
 ``"cells"``, :func:`jaxfactor.cell_mesh`): sweep points and restarts then run one at a time,
-each with the cell-sharded algorithm (:data:`CELL_SHARDED` says how to build it per model).
+each with the cell-sharded algorithm (the family's ``algorithm(static, mesh)`` and ``cell_layout()``).
 Pipeline models receive the value in ``cfg.run["shard"]`` and decide themselves.
 
 Before anything is compiled, ``check_memory`` estimates the bytes one compiled call needs and
@@ -23,18 +23,6 @@ import numpy as np
 
 from .._cells import CELLS, cell_mesh
 from .._fit import sweep_mesh
-
-
-def _nmf_cells(static: dict, mesh):
-    from ..factorization._nmf import FACTORIES, NMF_CELLS
-
-    make = lambda m: FACTORIES[static["method"]](static["n_components"], static["init"], m)
-    return make(mesh), make(None), NMF_CELLS
-
-
-#: model name -> ``(static, mesh) -> (cell-sharded Algorithm, unsharded Algorithm, CellLayout)``
-#: for the algorithm models whose single fits can split their cells over devices.
-CELL_SHARDED = {"nmf": _nmf_cells}
 
 
 def make_mesh(shard: str, device: jax.Device) -> jax.sharding.Mesh | None:
