@@ -39,6 +39,10 @@ import numpy as np
 FORMAT_VERSION = 1
 
 
+class IntOrAuto:
+    """Type of an option that is an integer >= 1 or the string ``"auto"`` (``option_types``)."""
+
+
 class Score(NamedTuple):
     """A named score of a fit and the direction in which it is better."""
 
@@ -212,6 +216,7 @@ class Fitted(abc.ABC):
     trace_higher_is_better: ClassVar[bool] = True  # the direction of uns[<family>]['trace'] (NMF: an objective)
     option_help: ClassVar[dict] = {}      # one line per fit option (the runner's `jaxfactor models`)
     option_choices: ClassVar[dict] = {}   # the allowed values of string options
+    embedding_is_loadings: ClassVar[bool] = False  # non-negative loadings per component (drawn as a heatmap)
 
     @classmethod
     def _one_device(cls, mesh) -> None:
@@ -258,10 +263,41 @@ class Fitted(abc.ABC):
     def _uns(self) -> dict:
         return {}
 
+    def _verdicts(self) -> list[str]:
+        """Lines the run's summary must show about this fit (a failed validation, a warning that
+        changes how to read the result); none by default."""
+        return []
+
     def truth_metrics(self, truth) -> dict:
         """Recovery of a simulation's truth (``truth``: the simulator's result) beyond the labels'
         ARI, as named numbers; none by default."""
         return {}
+
+    # --- the runner's results folder (optional) ------------------------------------------------
+    def tables(self) -> dict:
+        """Named tables (pandas DataFrames) the runner writes beside the results as ``<name>.csv``."""
+        return {}
+
+    def figure(self, folder: str, name: str) -> bool:
+        """Draw the family's own figure ``folder/name``; False: the runner's generic one is drawn."""
+        return False
+
+    # --- sweeps (optional) ---------------------------------------------------------------------
+    #: fit options a sweep compares side by side instead of choosing between them (their
+    #: scores are not comparable: e.g. the clone caller's method)
+    compared_options: ClassVar[tuple] = ()
+
+    #: fit options whose sweep points are fitted together by one ``fit_points`` call (e.g.
+    #: CCLONE's filter settings of one rank share a compiled call); the runner groups points
+    #: that differ only in these
+    sweep_together: ClassVar[tuple] = ()
+
+    @classmethod
+    def fit_points(cls, data, points: list[dict], **shared) -> list:
+        """Fit several points (each a dict of options with ``n_components``) sharing ``shared``
+        options; one model per point, or a string saying why a point was skipped. By default
+        one ``fit`` per point."""
+        return [cls.fit(data, **point, **shared) for point in points]
 
     # --- a grid family (optional): numbers a sweep varies inside one compiled, vmapped call ---
     #: the NamedTuple of numeric fit options that are pytree data of the family's Algorithm; a
@@ -336,7 +372,12 @@ class Fitted(abc.ABC):
 
         blocks = aligned_blocks(self, data, layer)
         out = run_kernel(self.kernel, self.params(), blocks, self.static(), self.batch_size)
-        return {k: v for k, v in out.items() if not k.startswith("_")}  # "_..." are the kernel's diagnostics
+        return self.decode_outputs({k: v for k, v in out.items() if not k.startswith("_")})  # "_...": diagnostics
+
+    @staticmethod
+    def decode_outputs(out: dict) -> dict:
+        """The kernel's outputs as users read them (e.g. call codes as names); unchanged by default."""
+        return out
 
     def transform(self, data, *, layer: str | None = None) -> np.ndarray:
         """Each new cell's representation: its embedding (factor loadings, latent position) or,

@@ -345,18 +345,23 @@ def test_clones_command(tmp_path, capsys, sim):
 
 
 def test_runner_task_compares_methods(tmp_path, capsys):
+    """The runner's family task on the clone caller: a sweep over methods compares them side by side
+    (no choice between them: their scores differ in kind); each method's calls, tables and page."""
     from pathlib import Path
 
     cfg = Path(__file__).resolve().parents[1] / "experiments" / "clones_demo.toml"
     sets = ["data.n_cells=600", "data.n_variants=24", "data.n_clones=2", "data.n_germline=6", "data.n_editing=2",
-            "model.n_init=4", "model.n_bootstrap=6", "model.n_clones=3", "sweep.method=['allele', 'cclone']"]
+            "fit.n_restarts=4", "model.n_bootstrap=6", "model.n_components=3", "sweep.method=['allele', 'cclone']"]
     code = main(["run", str(cfg), "--out", str(tmp_path / "r"), *[x for s in sets for x in ("--set", s)]])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     files = set(os.listdir(tmp_path / "r"))
-    assert {"comparison.csv", "clones_allele.png", "clones_cclone.png", "selection_allele.csv", "result.h5ad"} <= files
+    assert {"comparison.csv", "clones_allele.png", "clones_cclone.png", "k_selection_allele.csv", "annotation_cclone.csv",
+            "result.h5ad", "model"} <= files
     table = pd.read_csv(tmp_path / "r" / "comparison.csv")
     assert list(table["method"]) == ["allele", "cclone"] and "strict_balanced_accuracy" in table.columns
-    assert table["strict_balanced_accuracy"].iloc[0] > 0.9
+    assert table["strict_balanced_accuracy"].iloc[0] > 0.9 and table["ari_vs_first"].iloc[0] == 1.0
     res = anndata.read_h5ad(tmp_path / "r" / "result.h5ad")
-    assert "cancer_call_cclone" in res.obs and "accuracy against the simulated truth" in captured.out
+    assert {"clones_call", "clones_call_cclone", "clones_label_cclone"} <= set(res.obs) and "clones_proba_cclone" in res.obsm
+    assert "strict_balanced_accuracy=" in captured.out and "side by side (comparison.csv)" in captured.out
+    assert "(chosen by" not in captured.out  # methods are compared, not chosen between

@@ -36,7 +36,7 @@ def _fit(tmp_path_factory, config, *overrides):
 
 @pytest.fixture(scope="module")
 def cclone_run(tmp_path_factory):
-    return _fit(tmp_path_factory, "cclone_demo.toml", "data.n_cells=300", "model.n_bootstrap=4", "model.n_cycles=30")
+    return _fit(tmp_path_factory, "cclone_demo.toml", "data.n_cells=300", "model.n_bootstrap=4", "fit.max_iter=30")
 
 
 def _as_new_data(adata, path, *, reverse=True, extra=True, drop=()):
@@ -56,6 +56,7 @@ def _as_new_data(adata, path, *, reverse=True, extra=True, drop=()):
 
 
 def test_cclone_assignment_is_the_exact_box_solve(cclone_run, tmp_path, capsys):
+    import jaxfactor
     from jaxfactor.cclone import adjusted_rand_index
     from jaxfactor.data import variant_matrices
 
@@ -65,13 +66,14 @@ def test_cclone_assignment_is_the_exact_box_solve(cclone_run, tmp_path, capsys):
     assert main(["predict", str(run_dir), str(data), "--out", str(out), "--batch-size", "128"]) == 0  # 3 batches, last padded
     assert "cells/min" in capsys.readouterr().out
     pred = anndata.read_h5ad(out)
-    fitted = anndata.read_h5ad(run_dir / "result.h5ad")
-    assert list(pred.obs_names) == list(loaded.adata.obs_names) and pred.obsm["C"].shape == (300, fitted.uns["k"])
+    model = jaxfactor.load(str(run_dir / "model"))
+    kept = model.var_names[model.genes]  # the variants the fit kept after its filters
+    assert list(pred.obs_names) == list(loaded.adata.obs_names) and pred.obsm["X_cclone"].shape == (300, model.n_components)
 
     # KKT conditions of min_c Σ_j W_ij (M_ij - c·v_j)² over [0,1]^k, in float64 from the reference M, W
-    M, W = variant_matrices(loaded.adata[:, fitted.var_names], "smartseq")
-    V = np.asarray(fitted.varm["V"], np.float64)
-    C = np.asarray(pred.obsm["C"], np.float64)
+    M, W = variant_matrices(loaded.adata[:, kept], "smartseq")
+    V = np.asarray(model.result.V, np.float64)
+    C = np.asarray(pred.obsm["X_cclone"], np.float64)
     grad = 2 * np.einsum("ij,jk->ik", W * (C @ V.T - M), V)  # d/dc of the weighted loss
     covered = W.sum(axis=1) > 0
     inner = (C > 1e-4) & (C < 1 - 1e-4)
@@ -86,9 +88,12 @@ def test_cclone_assignment_is_the_exact_box_solve(cclone_run, tmp_path, capsys):
 
 
 def test_bad_inputs_are_one_line_errors(cclone_run, tmp_path, capsys, small_nmf):
+    import jaxfactor
+
     run_dir, loaded = cclone_run
-    fitted = anndata.read_h5ad(run_dir / "result.h5ad")
-    drop = list(fitted.var_names[:7])
+    model = jaxfactor.load(str(run_dir / "model"))
+    fitted_vars = model.var_names[model.genes]
+    drop = list(fitted_vars[:7])
     data = _as_new_data(loaded.adata, tmp_path / "missing.h5ad", drop=drop)
     out = tmp_path / "p.h5ad"
 
@@ -100,7 +105,7 @@ def test_bad_inputs_are_one_line_errors(cclone_run, tmp_path, capsys, small_nmf)
         return err
 
     err = error(run_dir, data)
-    assert f"DATA lacks 7 of the {fitted.n_vars} variables the model was fitted on: {', '.join(drop[:5])}, ..." in err
+    assert f"DATA lacks 7 of the {len(fitted_vars)} variables the model was fitted on: {', '.join(drop[:5])}, ..." in err
     # a run folder of a model without a predictor, of another version, or not a run folder at all
     nmf_cfg = tmp_path / "nmf.toml"
     np.save(tmp_path / "x.npy", small_nmf.X)
@@ -197,7 +202,7 @@ def test_registry_covers_the_fitted_models(tmp_path):
     from jaxfactor.models._allele_svi import AlleleFit
     from jaxfactor.runner._predictor import lookup
 
-    assert all(lookup(name) is not None for name in ("nmf", "cclone", "gmm", "ppca", "binomial_mixture", "allele_model", "vae", "zinbwave"))
+    assert all(lookup(name) is not None for name in ("nmf", "cclone", "clones", "gmm", "ppca", "binomial_mixture", "allele_model", "vae", "zinbwave"))
     af = np.full((2, 3), 0.5)
     fit = AlleleFit(None, None, af, np.array([0.5, 0.5]), 0.1, 0.01, 7.0, None, 0.0, {})
     model = AlleleModel(AlleleModelResult(fit, af.T, af.T, "beta"), np.array(["a", "b"]), np.array(["x", "y", "z"]),
@@ -248,3 +253,19 @@ def test_nmf_run_predicts_with_its_saved_model(tmp_path, small_nmf):
     np.testing.assert_array_equal(pred.obs["nmf_label"].astype(int), W.argmax(axis=1))
     chosen = json.loads((tmp_path / "run" / "metrics.json").read_text())["chosen"]
     assert chosen == "p000" and model.settings["l2_H"] == 0.0  # the lowest objective: no penalty
+
+
+def test_clone_caller_run_predicts_its_calls(tmp_path_factory, tmp_path):
+    """A clone-caller run predicts new cells at its fitted parameters: the training cells get back
+    the fit's clones and cancer / healthy calls (names, categorical)."""
+    run_dir, loaded = _fit(tmp_path_factory, "clones_demo.toml", "data.n_cells=600", "data.n_variants=24", "data.n_clones=2",
+                           "fit.n_restarts=4", "model.n_components=3")
+    fitted = anndata.read_h5ad(run_dir / "result.h5ad")
+    new = tmp_path / "new.h5ad"
+    loaded.adata.write_h5ad(new)
+    assert main(["predict", str(run_dir), str(new), "--out", str(tmp_path / "p.h5ad")]) == 0
+    pred = anndata.read_h5ad(tmp_path / "p.h5ad")
+    assert set(pred.obs["clones_call"].cat.categories) <= {"cancer", "healthy", "undetermined"}
+    same = pred.obs["clones_call"].astype(str).to_numpy() == fitted.obs["clones_call"].astype(str).to_numpy()
+    assert same.mean() > 0.99
+    assert np.mean(pred.obs["clones_label"].astype(str).to_numpy() == fitted.obs["clones_label"].astype(str).to_numpy()) > 0.99

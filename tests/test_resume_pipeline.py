@@ -51,13 +51,14 @@ mean_coverage = 15.0
 seed = 2
 [model]
 name = "cclone"
-k = 2
+n_components = 2
 n_bootstrap = 4
-n_cycles = 20
+[fit]
+max_iter = 20
 [run]
 figures = false
 [sweep]
-k = [2, 3]
+n_components = [2, 3]
 filter_germline = [true, false]
 """
 
@@ -101,7 +102,7 @@ def _check_point_file(path: Path, i: int):
         blob = fh.read()
     assert head["index"] == i and len(head["config_hash"]) == 16 and json.loads(head["params"]) == {"n_components": i + 1}
     assert len(blob) == head["nbytes"] and hashlib.sha256(blob).hexdigest() == head["sha256"]
-    row, res = pickle.loads(blob)
+    [(row, res)] = pickle.loads(blob)  # one (row, model) per point of the group (here: one)
     assert row["n_components"] == i + 1 and np.all(np.isfinite(res.components))
 
 
@@ -254,7 +255,7 @@ def test_cclone_sweep_resumes_per_k(tmp_path, capsys, monkeypatch):
     assert main(["run", str(config), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert f"resuming: 1 of 2 sweep points already finished in {partial} (p000); fitting the other 1" in captured.err
-    assert "sweep of 4 points (0 skipped)" in captured.out and not partial.exists()
-    _assert_same_results(out, ref, "sweep_table.csv", {"obsm": ["C", "C_std"], "varm": ["V", "V_std"], "layers": ["M"]})
-    table = pd.read_csv(out / "sweep_table.csv")
-    assert list(table["k"]) == [2, 2, 3, 3] and table["chosen"].sum() == 1
+    assert "p003: n_components=3, filter_germline=False" in captured.out and not partial.exists()
+    _assert_same_results(out, ref, "selection.csv", {"obsm": ["X_cclone", "cclone_C_std"], "varm": ["cclone_V", "cclone_V_std"]})
+    table = pd.read_csv(out / "selection.csv")
+    assert list(table["n_components"]) == [2, 2, 3, 3] and table["chosen"].sum() == 1

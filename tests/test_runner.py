@@ -186,17 +186,22 @@ CCLONE_DEMO = str(REPO / "experiments" / "cclone_demo.toml")
 
 def test_cclone_demo_config(tmp_path, capsys):
     out = tmp_path / "cc"
-    code = main(["run", CCLONE_DEMO, "--out", str(out), *sets("data.n_cells=300", "model.n_bootstrap=8", "model.n_cycles=40")])
+    code = main(["run", CCLONE_DEMO, "--out", str(out), *sets("data.n_cells=300", "model.n_bootstrap=8", "fit.max_iter=40")])
     assert code == 0, capsys.readouterr().err
-    assert "vs truth: ari=" in capsys.readouterr().out
+    assert "ari=" in capsys.readouterr().out
     res = anndata.read_h5ad(out / "result.h5ad")
-    assert {"C", "C_std"} <= set(res.obsm) and {"V", "V_std"} <= set(res.varm) and "M" in res.layers
-    assert not res.var["dbSNP"].any()  # germline variants filtered out
+    assert {"X_cclone", "cclone_C_std"} <= set(res.obsm) and {"cclone_V", "cclone_V_std"} <= set(res.varm)
+    assert res.obs["cclone_label"].dtype == "category" and "cclone" in res.uns
+    dropped = res.var["dbSNP"].to_numpy()  # germline variants filtered out: no V for them
+    assert dropped.any() and np.isnan(res.varm["cclone_V"][dropped]).all() and np.isfinite(res.varm["cclone_V"][~dropped]).all()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["points"][0]["truth"]["ari"] > 0.8 and os.path.exists(out / "factors.png")
+    assert metrics["points"][0]["ari"] > 0.8 and os.path.exists(out / "cclone.png") and os.path.isdir(out / "model")
 
 
 def test_cclone_sweep_config_on_h5ad(tmp_path, capsys):
+    """A sweep over k and the filters, with the cell-type annotation: old config names still work
+    (k, n_cycles) with a warning; each k's filter settings are one compiled call; the annotation's
+    verdict is in the summary."""
     from jaxfactor.data import simulate_clones
 
     sim = simulate_clones(n_cells=300, n_variants=16, n_clones=2, healthy_fraction=0.3, n_germline=2, mean_coverage=15.0, seed=2)
@@ -208,19 +213,28 @@ def test_cclone_sweep_config_on_h5ad(tmp_path, capsys):
         'celltype_key = "celltype"\nhealthy = ["healthy"]\ncancer = ["cancer_1", "cancer_2"]\n'
         "[sweep]\nk = [2, 3]\nmin_maf = [5.0]\nfilter_germline = [true, false]\n"
     )
-    code = main(["run", str(cfg), "--out", str(tmp_path / "o")])
-    assert code == 0, capsys.readouterr().err
-    table = (tmp_path / "o" / "sweep_table.csv").read_text().splitlines()
-    assert len(table) == 5 and table[0].startswith("k,min_maf,filter_germline")
+    with pytest.warns(DeprecationWarning, match="model.k"):
+        code = main(["run", str(cfg), "--out", str(tmp_path / "o")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "annotation validation" in captured.out and "cells called cancer" in captured.out
+    table = (tmp_path / "o" / "selection.csv").read_text().splitlines()
+    assert len(table) == 5 and table[0].startswith("n_components,min_maf,filter_germline")
     res = anndata.read_h5ad(tmp_path / "o" / "result.h5ad")
-    assert "cclone_label" in res.obs and os.path.exists(tmp_path / "o" / "sweep.png")
+    assert set(res.obs["cclone_call"].dropna()) <= {"cancer", "healthy", "undetermined"}
+    assert os.path.exists(tmp_path / "o" / "cclone.png")
     # bad keys for this model name the valid ones
-    code = main(["run", str(cfg), "--out", str(tmp_path / "p"), *sets("fit.max_iter=5")])
-    assert code == 2 and "valid keys in [fit]: seed" in capsys.readouterr().err
-    code = main(["run", str(cfg), "--out", str(tmp_path / "p"), *sets("sweep.mode=['10x']")])
-    assert code == 2 and "sweep runs over [model] keys: k, min_maf, filter_germline" in capsys.readouterr().err
+    code = main(["run", str(cfg), "--out", str(tmp_path / "p"), *sets("fit.nope=5")])
+    assert code == 2 and "valid keys in [fit]: max_iter, n_restarts, seed, tol" in capsys.readouterr().err
+    code = main(["run", str(cfg), "--out", str(tmp_path / "p"), *sets("sweep.nope=['10x']")])
+    assert code == 2 and "a sweep runs over [model] keys: n_components, n_bootstrap" in capsys.readouterr().err
     code = main(["run", str(cfg), "--out", str(tmp_path / "p"), *sets("model.healthy=3")])
     assert code == 2 and "model.healthy must be a list of strings" in capsys.readouterr().err
+    code = main(["run", str(cfg), "--out", str(tmp_path / "p"), *sets("model.celltype_key=nope")])
+    assert code == 2 and "celltype_key 'nope' is not an obs column; available: clone, is_cancer, celltype" in capsys.readouterr().err
+    code = main(["run", str(cfg), "--out", str(tmp_path / "p"), *sets("sweep.min_maf=[99.0]")])
+    assert code == 2 and "every sweep point was skipped (first reason: no variant passes the MAF filter" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
 
 
 @pytest.mark.parametrize("config,tiny,files", [

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from .._protocol import Score
+from .._protocol import IntOrAuto, Score
 from ..mixture._models import AlleleFitted
 
 
@@ -39,13 +39,44 @@ class CloneCallResult:
         return self.adata.uns["clones"]
 
 
+CALLS = ("cancer", "healthy", "undetermined")
+#: the fit options that belong to one method (passed to :func:`jaxfactor.clones.call` for it only)
+METHOD_OPTIONS = {"allele": ("site_dropout",), "binomial": (),
+                  "cclone": ("n_bootstrap", "min_maf", "min_cell_coverage", "filter_germline", "min_allele_reads")}
+
+
 class CloneCalls(AlleleFitted):
     family = "clones"
     batch_size = 1024
+    option_types = {"n_components": IntOrAuto, "healthy": list, "cancer": list}
+    option_help = {"n_components": "'auto' (chosen among 2-6) or the number of clones",
+                   "method": "clone model: allele (allele counts with dropout) | binomial (vireoSNP's mixture) | cclone",
+                   "criterion": "how K is chosen (empty: the method's default; allele evidence/bic/aic, binomial elbo/bic, "
+                                "cclone orth_score/stability)",
+                   "celltype_key": "obs column with cell types (empty: clones only, no cancer calls)",
+                   "healthy": "healthy cell types", "cancer": "cancer cell types",
+                   "threshold": "cancer when P(cancer clones) - P(healthy clones) > threshold",
+                   "mixed_fraction": "a clone is mixed when its balanced cancer share is inside (f, 1 - f)",
+                   "min_annotated": "annotated cells a clone needs for its label",
+                   "drop_rna_editing": "drop var['REDIdb'] sites", "drop_germline": "drop var['dbSNP'] sites (LOH is signal)",
+                   "min_cells": "ALT and REF each seen in at least this many cells",
+                   "site_dropout": "allele: one dropout rate per variant", "n_bootstrap": "cclone: bootstraps",
+                   "min_maf": "cclone: its MAF filter (percent of cells)", "min_cell_coverage": "cclone: its cell filter",
+                   "filter_germline": "cclone: drop dbSNP sites",
+                   "min_allele_reads": "cclone: reads that make an allele seen (2: published files; 1: current code)"}
+    option_choices = {"method": ("allele", "binomial", "cclone"),
+                      "criterion": ("", "evidence", "bic", "aic", "elbo", "orth_score", "stability")}
+    compared_options = ("method",)  # a sweep over methods compares them side by side
 
     @classmethod
     def fit(cls, data, n_components="auto", *, layer=None, n_init=None, max_iter=1000, tol=1e-6, seed=0, mesh=None,
-            progress=False, **options):
+            progress=False, method="allele", criterion="", celltype_key="", healthy=(), cancer=(), threshold=0.3,
+            mixed_fraction=0.2, min_annotated=10, drop_rna_editing=True, drop_germline=False, min_cells=2,
+            site_dropout=False, n_bootstrap=50, min_maf=5.0, min_cell_coverage=10.0, filter_germline=True,
+            min_allele_reads=2, **options):
+        """:func:`jaxfactor.clones.call` on ``data`` (REF/ALT): the options of ``method`` are passed
+        to it (``site_dropout`` for the allele model, CCLONE's filters and bootstraps for cclone);
+        further method options (``screen_iter``, ``max_init``, ...) pass through ``options``."""
         from .._inputs import read
         from .._protocol import vocabulary as _vocab
         from ._call import call
@@ -53,9 +84,16 @@ class CloneCalls(AlleleFitted):
         aliases = {k: options.pop(k) for k in ("k", "n_clones", "n_latent", "n_restarts") if k in options}
         n_components, n_init, max_iter = _vocab("clones", n_components, n_init, aliases, max_iter)
         cls._one_device(mesh)
+        own = dict(site_dropout=site_dropout, n_bootstrap=n_bootstrap, min_maf=min_maf,
+                   min_cell_coverage=min_cell_coverage, filter_germline=filter_germline, min_allele_reads=min_allele_reads)
+        if method in METHOD_OPTIONS:
+            options = {**{k: own[k] for k in METHOD_OPTIONS[method]}, **options}
         inp = read(data, "alleles", layer)
         out = call(inp.X, n_components="auto" if n_components is None else n_components, n_init=n_init, max_iter=max_iter,
-                   tol=tol, seed=seed, log=print if progress else None, **options)
+                   tol=tol, seed=seed, log=print if progress else None, method=method, criterion=criterion or None,
+                   celltype_key=celltype_key or None, healthy=healthy, cancer=cancer, threshold=threshold,
+                   mixed_fraction=mixed_fraction, min_annotated=min_annotated, drop_rna_editing=drop_rna_editing,
+                   drop_germline=drop_germline, min_cells=min_cells, **options)
         genes = np.array([i for i, n in enumerate(inp.var_names) if n in set(map(str, out.var_names))])
         s = out.uns["clones"]["settings"]
         settings = {"n_components": int(out.uns["clones"]["n_clones"]), "candidates": np.asarray(s["n_clones"]).tolist()
@@ -129,6 +167,13 @@ class CloneCalls(AlleleFitted):
         call = jnp.where(~covered, 2, jnp.where(score > threshold, 0, jnp.where(score < -threshold, 1, 2)))
         return {"proba": P, "cancer_prob": cancer_prob, "call": call}
 
+    @staticmethod
+    def decode_outputs(out: dict) -> dict:
+        """The kernel's call codes as names: 0 cancer, 1 healthy, 2 undetermined."""
+        if "call" in out:
+            out = {**out, "call": np.array(CALLS)[np.asarray(out["call"])]}
+        return out
+
     def scores(self):
         table = self.result.uns["selection"]
         crit = str(self.result.uns["criterion"])
@@ -155,14 +200,39 @@ class CloneCalls(AlleleFitted):
         u = self.result.uns
         return {"summary": str(u["summary"]), "method": str(u["method"])}
 
+    def _verdicts(self) -> list[str]:
+        """The call's own summary (clones, labels, validation, calls)."""
+        return [line for line in str(self.result.uns["summary"]).splitlines() if line.strip()]
+
+    def tables(self) -> dict:
+        u = self.result.uns
+        out = {"k_selection": u["selection"]}
+        if "annotation" in u:
+            out["annotation"] = u["annotation"]
+        return out
+
+    def figure(self, folder: str, name: str) -> bool:
+        """The clone caller's own page (:func:`jaxfactor.clones.plot`)."""
+        from ._report import plot
+
+        plot(self.result.adata, folder, name)
+        return True
+
+    def truth_metrics(self, truth) -> dict:
+        """Against a simulation (``truth``: labels per cell, 0 healthy; ``is_cancer``): the cancer /
+        healthy calls' strict balanced accuracy (undetermined counted wrong), balanced accuracy
+        over the called cells, and the share of cells called."""
+        from ._report import call_accuracy
+
+        return call_accuracy(self.result.adata, truth)
+
     def to_anndata(self, adata=None, **kw):
         out = super().to_anndata(adata, **kw)
         key = f"{self.family}_call"
         if key in out.obs:  # a categorical with the three calls, cells outside the fit missing
             import pandas as pd
 
-            out.obs[key] = pd.Categorical(out.obs[key].where(out.obs[key].notna(), None),
-                                          categories=["cancer", "healthy", "undetermined"])
+            out.obs[key] = pd.Categorical(out.obs[key].where(out.obs[key].notna(), None), categories=list(CALLS))
         return out
 
     def _encode_result(self, arrays, folder):

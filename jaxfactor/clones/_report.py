@@ -26,6 +26,26 @@ def _runner_up(table, criterion):
     return f"; runner-up K={int(other['n_clones'])} ({criterion} {gap:.4g} {word})"
 
 
+def call_accuracy(out, truth) -> dict:
+    """Accuracy of :func:`call`'s output ``out`` (every cell, in order) against a simulation
+    (``truth.labels``: population per cell, 0 healthy; ``truth.is_cancer``): ARI of the clones,
+    and the cancer/healthy calls' strict balanced accuracy (undetermined counts as wrong), balanced
+    accuracy over called cells and the share of cells called."""
+    from ..cclone import adjusted_rand_index
+
+    labels, cancer = np.asarray(truth.labels), np.asarray(truth.is_cancer, bool)
+    m = {"ari": adjusted_rand_index(out.obs["clone"].cat.codes.to_numpy(), labels)}
+    if "cancer_call" in out.obs and cancer.any() and (~cancer).any():
+        call = out.obs["cancer_call"].astype(str).to_numpy()
+        called = call != "undetermined"
+        right = (call == "cancer") == cancer
+        m["strict_balanced_accuracy"] = 0.5 * (np.mean(right[cancer] & called[cancer]) + np.mean(right[~cancer] & called[~cancer]))
+        c, h = cancer & called, ~cancer & called
+        m["balanced_accuracy_called"] = 0.5 * ((right[c].mean() if c.any() else 0.0) + (right[h].mean() if h.any() else 0.0))
+        m["called_share"] = float(called.mean())
+    return m
+
+
 def summary(out) -> str:
     """Verdict lines of a ``jaxfactor.clones.call`` result (also stored in ``uns['clones']['summary']``)."""
     u = out.uns["clones"]

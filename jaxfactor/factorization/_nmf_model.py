@@ -60,6 +60,7 @@ class NMFModel(Fitted):
     """A fitted NMF ``X ≈ W H`` (``result``: :class:`jaxfactor.nmf.NMFResult`)."""
 
     family = "nmf"
+    embedding_is_loadings = True
     inputs = "nonnegative"
     has_labels = True  # the dominant factor of each cell
     trace_higher_is_better = False  # the objective, minimised

@@ -1,5 +1,6 @@
 """``jaxfactor clones``: the vireo-style one-liner from a cellSNP-lite folder (or an .h5ad with REF/ALT
-layers) and a cell-type table to called cells, and the runner task ``clones``.
+layers) and a cell-type table to called cells (the runner's ``[model] name = "clones"`` is the
+family task's, :class:`jaxfactor.clones._model.CloneCalls`).
 
     jaxfactor clones CELLSNP_DIR_OR_H5AD [--celltypes FILE.csv] [--celltype-key COL]
                      [--healthy "T cells,B cells"] [--cancer "Immature"] [--n-clones auto]
@@ -16,11 +17,10 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-#: The embedded simulation of ``jaxfactor clones --demo`` and ``experiments/clones_demo.toml``: an
+#: The embedded simulation of ``jaxfactor clones --demo`` (as ``experiments/clones_demo.toml``): an
 #: AML-like sample with healthy cells and three cancer clones, an expression annotation with 5 %
 #: errors, cell-type-dependent coverage, loss of heterozygosity at half the germline SNPs and
 #: RNA-editing sites (listed in REDIdb).
@@ -40,25 +40,6 @@ def _truth_renamed(adata):
     """The simulation's true populations as obs ``true_clone`` (``clone`` is the call's own column)."""
     adata.obs = adata.obs.rename(columns={"clone": "true_clone"})
     return adata
-
-
-def truth_metrics(out, truth: Truth) -> dict:
-    """Accuracy of a call against simulated truth: ARI of the clones, and the cancer/healthy calls'
-    strict balanced accuracy (undetermined counts as wrong), balanced accuracy over called cells
-    and the share of cells called."""
-    from ..cclone import adjusted_rand_index
-
-    labels, cancer = truth.labels, truth.is_cancer  # call() keeps every cell, in order
-    m = {"ari": adjusted_rand_index(out.obs["clone"].cat.codes.to_numpy(), labels)}
-    if "cancer_call" in out.obs and cancer.any() and (~cancer).any():
-        call = out.obs["cancer_call"].astype(str).to_numpy()
-        called = call != "undetermined"
-        right = (call == "cancer") == cancer
-        m["strict_balanced_accuracy"] = 0.5 * (np.mean(right[cancer] & called[cancer]) + np.mean(right[~cancer] & called[~cancer]))
-        c, h = cancer & called, ~cancer & called
-        m["balanced_accuracy_called"] = 0.5 * ((right[c].mean() if c.any() else 0.0) + (right[h].mean() if h.any() else 0.0))
-        m["called_share"] = float(called.mean())
-    return m
 
 
 def read_celltypes(path: str, obs_names, key: str | None):
@@ -206,7 +187,9 @@ def clones_command(args, log) -> int:
                log=None if quiet else log)
     lines = list(notes)
     if truth is not None:
-        m = truth_metrics(out, truth)
+        from ..clones._report import call_accuracy
+
+        m = call_accuracy(out, truth)
         lines.append(f"accuracy against the simulated truth: clones ARI {m['ari']:.3f}; cancer/healthy calls: strict balanced "
                      f"accuracy {m['strict_balanced_accuracy']:.3f} (undetermined counted wrong), "
                      f"{m['balanced_accuracy_called']:.3f} over the {100 * m['called_share']:.1f} % of cells called")
@@ -218,158 +201,3 @@ def clones_command(args, log) -> int:
     print(f"wrote {args.out} ({time.perf_counter() - t0:.1f} s)")
     sys.stdout.flush()
     return 0
-
-
-# ----------------------------------------------------------------------------------------------
-# runner task
-# ----------------------------------------------------------------------------------------------
-
-def _fields():
-    from ._schema import INT_OR_AUTO, Field
-
-    return {
-        "method": Field(str, "allele", choices=("allele", "binomial", "cclone"), help="clone model"),
-        "n_clones": Field(INT_OR_AUTO, "auto", help="'auto' (2-6) or a number of clones"),
-        "n_init": Field(int, 10, help="random starts per candidate number of clones"),
-        "max_iter": Field(int, 1000, help="iterations per fit"),
-        "tol": Field(float, 1e-6, help="relative objective change per 10 iterations that stops a fit"),
-        "criterion": Field(str, "", choices=("", "bic", "aic", "elbo", "orth_score", "stability"),
-                           help="how K is chosen (empty: the method's default)"),
-        "celltype_key": Field(str, "", help="obs column with cell types (empty: clones only)"),
-        "healthy": Field(list, [], help="healthy cell types"),
-        "cancer": Field(list, [], help="cancer cell types"),
-        "threshold": Field(float, 0.3, help="cancer when P(cancer clones) - P(healthy clones) > threshold"),
-        "mixed_fraction": Field(float, 0.2), "min_annotated": Field(int, 10),
-        "drop_rna_editing": Field(bool, True, help="drop var['REDIdb'] sites"),
-        "drop_germline": Field(bool, False, help="drop var['dbSNP'] sites (kept by default: LOH is signal)"),
-        "min_cells": Field(int, 2, help="ALT and REF each seen in at least this many cells"),
-        "site_dropout": Field(bool, True, help="allele: one dropout rate per variant"),
-        "n_bootstrap": Field(int, 50, help="cclone: bootstraps"),
-        "min_maf": Field(float, 5.0, help="cclone: its MAF filter (percent of cells)"),
-        "min_cell_coverage": Field(float, 10.0, help="cclone: its cell filter"),
-        "filter_germline": Field(bool, True, help="cclone: drop dbSNP sites"),
-        "min_allele_reads": Field(int, 2, help="cclone: reads that make an allele seen (2: published files; 1: current code)"),
-    }
-
-
-CLONES_FIELDS = _fields()
-_METHOD_KEYS = {"allele": ("site_dropout",), "binomial": (),
-                "cclone": ("n_bootstrap", "min_maf", "min_cell_coverage", "filter_germline", "min_allele_reads")}
-
-
-@dataclass
-class ClonesLoaded:
-    adata: Any
-    truth: Truth | None
-
-
-class ClonesTask:
-    """``[model] name = "clones"``: ``jaxfactor.clones.call`` on simulated clones (scored against the
-    truth) or on an .h5ad / cellSNP-lite folder; writes the call's AnnData, tables and figure."""
-
-    def load(self, cfg) -> ClonesLoaded:
-        from ..data import simulate_clones
-        from ._cclone_task import CcloneTask
-
-        d = cfg.data
-        if "simulator" in d:
-            sim = simulate_clones(**{k: v for k, v in d.items() if k != "simulator"})
-            return ClonesLoaded(_truth_renamed(sim.to_anndata()), Truth(sim.labels, sim.is_cancer))
-        return ClonesLoaded(CcloneTask().load(cfg).adata, None)
-
-    def execute(self, cfg, loaded: ClonesLoaded, points=None):
-        """One call per method (``[sweep] method = [...]`` compares them on one page: each method is a
-        resumable point; ``comparison.csv`` lists them side by side with their agreement)."""
-        from ..clones import call
-        from ._cclone_task import PipelineOutcome
-        from ._resume import fit_sweep
-
-        m = cfg.model
-        methods = cfg.sweep.get("method", [m["method"]])
-
-        def fit_point(method):
-            t0 = time.perf_counter()
-            out = call(loaded.adata, celltype_key=m["celltype_key"] or None, healthy=m["healthy"], cancer=m["cancer"],
-                       method=method, n_components=m["n_clones"], n_init=m["n_init"], max_iter=m["max_iter"], tol=m["tol"],
-                       seed=cfg.fit["seed"], criterion=(m["criterion"] or None) if len(methods) == 1 else None,
-                       threshold=m["threshold"], mixed_fraction=m["mixed_fraction"], min_annotated=m["min_annotated"],
-                       drop_rna_editing=m["drop_rna_editing"], drop_germline=m["drop_germline"], min_cells=m["min_cells"],
-                       log=_stderr, **{k: m[k] for k in _METHOD_KEYS[method]})
-            return _record(out, method, loaded.truth, time.perf_counter() - t0), out
-
-        records, outs = fit_sweep(points, "method", methods, fit_point)
-        for i, rec in enumerate(records):
-            rec["id"] = f"p{i:03d}"
-            rec["params"] = {**m, "method": methods[i]}
-        tables = {}
-        single = len(methods) == 1
-        for method, out in zip(methods, outs):
-            suffix = "" if single else f"_{method}"
-            tables[f"selection{suffix}.csv"] = out.uns["clones"]["selection"]
-            if "annotation" in out.uns["clones"]:
-                tables[f"annotation{suffix}.csv"] = out.uns["clones"]["annotation"]
-        if not single:
-            tables["comparison.csv"] = _comparison(methods, outs, records)
-            records[-1]["summary"] += "\n  methods side by side (comparison.csv):\n" + "\n".join(
-                "    " + line for line in tables["comparison.csv"].to_string(index=False).splitlines())
-        figures = None
-        if cfg.run["figures"]:
-            from ..clones import plot
-
-            def figures(folder):
-                for method, out in zip(methods, outs):
-                    plot(out, folder, "clones.png" if single else f"clones_{method}.png")
-
-        adata = outs[0]
-        for method, out in zip(methods[1:], outs[1:]):  # the other methods' calls beside the first's
-            for col in ("clone", "cancer_prob", "cancer_call"):
-                if col in out.obs:
-                    adata.obs[f"{col}_{method}"] = out.obs[col].reindex(adata.obs_names).to_numpy()
-        return PipelineOutcome(records, adata, tables, figures)
-
-
-def _record(out, method, truth, seconds):
-    u = out.uns["clones"]
-    record = {"method": method, "n_clones": int(u["n_clones"]), "n_cells": int(out.n_obs), "n_vars": int(out.n_vars),
-              "seconds": seconds, "validation_passed": bool(u["validation"]["passed"]),
-              "validation_messages": [str(x) for x in u["validation"]["messages"]]}
-    if "cancer_call" in out.obs:
-        record["calls"] = {k: int(v) for k, v in out.obs["cancer_call"].value_counts().items()}
-    lines = [u["summary"]]
-    if truth is not None:
-        record["truth"] = t = truth_metrics(out, truth)
-        if "strict_balanced_accuracy" in t:
-            lines.append(f"accuracy against the simulated truth: clones ARI {t['ari']:.3f}; cancer/healthy calls: strict "
-                         f"balanced accuracy {t['strict_balanced_accuracy']:.3f}, {100 * t['called_share']:.1f} % of cells called")
-        else:
-            lines.append(f"accuracy against the simulated truth: clones ARI {t['ari']:.3f}")
-    record["summary"] = "\n".join("  " + line for line in "\n".join(lines).splitlines())
-    return record
-
-
-def _comparison(methods, outs, records):
-    """One row per method: clones, calls, truth metrics, time, and agreement with the first method."""
-    import pandas as pd
-
-    from ..cclone import adjusted_rand_index
-
-    first = outs[0]
-    rows = []
-    for method, out, rec in zip(methods, outs, records):
-        row = {"method": method, "n_clones": rec["n_clones"], "n_variants": rec["n_vars"], "seconds": rec["seconds"],
-               "validation_passed": rec["validation_passed"], **{f"n_{k}": v for k, v in rec.get("calls", {}).items()},
-               **rec.get("truth", {})}
-        shared = out.obs_names.intersection(first.obs_names)
-        row[f"ari_vs_{methods[0]}"] = adjusted_rand_index(first.obs.loc[shared, "clone"].cat.codes.to_numpy(),
-                                                          out.obs.loc[shared, "clone"].cat.codes.to_numpy())
-        if "cancer_call" in out.obs and "cancer_call" in first.obs:
-            row[f"call_agreement_vs_{methods[0]}"] = float(np.mean(first.obs.loc[shared, "cancer_call"].astype(str).to_numpy()
-                                                                   == out.obs.loc[shared, "cancer_call"].astype(str).to_numpy()))
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _stderr(message: str) -> None:
-    import sys
-
-    print(message, file=sys.stderr, flush=True)

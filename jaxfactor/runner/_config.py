@@ -96,7 +96,12 @@ def _rename_aliases(raw: dict, spec: ModelSpec) -> None:
                 raise ConfigError(f"both {where}.{old} and {section or where}.{key} given; keep only {section or where}.{key}")
             warnings.warn(f"{where}.{old} is deprecated for model '{spec.name}'; use {section or where}.{key}",
                           DeprecationWarning, stacklevel=3)
-            target[key] = table.pop(old)
+            if target is table:  # renamed where it stood: a sweep's key order is its points' order
+                items = [(key if k == old else k, v) for k, v in table.items()]
+                table.clear()
+                table.update(items)
+            else:
+                target[key] = table.pop(old)
 
 
 def build_config(raw: dict, *, config_dir: str, overrides: list[str] = ()) -> RunConfig:
@@ -147,7 +152,7 @@ def build_config(raw: dict, *, config_dir: str, overrides: list[str] = ()) -> Ru
     fit = validate_table("fit", raw.get("fit", {}), fit_fields)
     run = validate_table("run", raw.get("run", {}), RUN_FIELDS)
     for key in ("max_iter", "n_restarts", "chunk_size"):
-        if key in fit and fit[key] < 1:
+        if key in fit and fit[key] != "auto" and fit[key] < 1:
             raise ConfigError(f"fit.{key} must be >= 1, got {fit[key]}")
     if run["max_points_per_call"] < 0:
         raise ConfigError(f"run.max_points_per_call must be >= 0 (0: all points of a group in one call), got {run['max_points_per_call']}")

@@ -21,8 +21,43 @@ import time
 
 import numpy as np
 
-from ._cclone_task import Loaded, PipelineOutcome, selection_records
-from ._schema import Field
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ._schema import REQUIRED, Field
+
+@dataclass
+class PipelineOutcome:
+    records: list[dict]
+    adata: Any
+    tables: dict[str, Any] = field(default_factory=dict)
+    figures: Callable[[str], None] | None = None
+    files: Callable[[str], None] | None = None  # writes further files into the results folder (e.g. the saved model)
+
+
+def selection_records(rows: list[dict], score_key: str, better: str = "min", pick: int | None = None):
+    """A sweep's table (one row per point, a ``chosen`` column marking the point with the
+    lowest / highest ``score_key``, or ``pick``), the chosen index, and one record per point
+    (``id`` plus the row's values as plain Python numbers); the task adds each record's
+    ``summary`` line."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    if pick is None:
+        pick = int(table[score_key].idxmin() if better == "min" else table[score_key].idxmax())
+    table["chosen"] = False
+    table.loc[pick, "chosen"] = True
+    records = [{"id": f"p{i:03d}", **{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}}
+               for i, row in table.iterrows()]
+    return table, pick, records
+
+
+@dataclass
+class Loaded:
+    adata: Any
+    labels: np.ndarray | None  # simulated truth per obs_name (population index)
+    truth: Any = None  # the simulator's result (what a family's truth_metrics compares with)
+
 
 SHARED = ("layer", "n_init", "max_iter", "tol", "seed", "mesh", "progress")
 MODEL_DIR = "model"
@@ -33,8 +68,10 @@ def option_fields(model) -> dict[str, Field]:
     helps = {}
     for cls in reversed(model.__mro__):  # a base class's help (e.g. the allele filters), overridden by the family's
         helps.update(getattr(cls, "option_help", {}))
-    fields = {"n_components": Field(int, help=helps.get("n_components", "rank / number of components"))}
     types = getattr(model, "option_types", {})
+    rank = inspect.signature(model.fit).parameters["n_components"].default
+    fields = {"n_components": Field(types.get("n_components", int), rank if rank not in (None, inspect.Parameter.empty) else REQUIRED,
+                                    help=helps.get("n_components", "rank / number of components"))}
     for name, p in inspect.signature(model.fit).parameters.items():
         if p.kind is not p.KEYWORD_ONLY or name in SHARED or (p.default is None and name not in types):
             continue
@@ -69,6 +106,24 @@ def _simulated(sim):
     return ad, labels
 
 
+def read_alleles(path: str, fmt: str = ""):
+    """An AnnData of allele counts: an .h5ad with REF/ALT layers or a cellSNP-lite folder, checked."""
+    from ..data import check_allele_counts, read_cellsnp
+
+    if fmt == "cellsnp" or os.path.isdir(path):
+        adata = read_cellsnp(path)
+    elif fmt == "h5ad" or (fmt == "" and path.lower().endswith(".h5ad")):
+        import anndata
+
+        if not os.path.isfile(path):
+            raise ValueError(f"data file not found: {path!r}; check data.path (relative paths in a config are relative to the config file)")
+        adata = anndata.read_h5ad(path)
+    else:
+        raise ValueError(f"allele models read an .h5ad with REF/ALT layers or a cellSNP-lite folder, not {path!r}; set data.format")
+    check_allele_counts(adata)
+    return adata
+
+
 class FamilyTask:
     """``load`` / ``execute`` of the runner's pipeline interface for one registered family."""
 
@@ -88,9 +143,7 @@ class FamilyTask:
             adata, labels = _simulated(sim)
             return Loaded(adata, None if labels is None else np.asarray(labels), sim)
         if self.model.inputs == "alleles":
-            from ._cclone_task import CcloneTask
-
-            loaded = CcloneTask().load(cfg)
+            loaded = Loaded(read_alleles(d["path"], d["format"]), None)
         else:
             import anndata
 
@@ -110,74 +163,191 @@ class FamilyTask:
             loaded.labels = np.unique(np.asarray(loaded.adata.obs[key]).astype(str), return_inverse=True)[1]
         return loaded
 
-    def _fit(self, cfg, loaded: Loaded, point: dict):
+    def _shared(self, cfg) -> dict:
+        """The options every point shares: the [fit] section in the family's vocabulary, the
+        data's layer and the cell mesh."""
         from .._cells import cell_mesh
 
         f = cfg.fit
-        options = {k: v for k, v in point.items() if k != "name"}
         shared = {"seed": f["seed"]}
         for key, name in (("max_iter", "max_iter"), ("tol", "tol"), ("n_restarts", "n_init")):
-            if key in f:
+            if key in f and f[key] != "auto":  # "auto": the family's own default
                 shared[name] = f[key]
         layer = cfg.data.get("layer") or None
         if layer and not cfg.data.get("transpose") and self.model.inputs != "alleles":
             shared["layer"] = layer
         if cfg.run.get("shard") == "cells":
             shared["mesh"] = cell_mesh()
-        n = options.pop("n_components")
-        return self.model.fit(loaded.adata, n, **shared, **options)
+        return shared
+
+    def groups(self, cfg) -> list[list[int]]:
+        """Sweep points fitted together (one ``fit_points`` call, one resumable unit): those that
+        differ only in the family's ``sweep_together`` options; else one point each."""
+        together = set(self.model.sweep_together)
+        groups: dict[tuple, list[int]] = {}
+        for i, point in enumerate(cfg.points):
+            key = tuple((k, v if not isinstance(v, list) else tuple(v)) for k, v in point.items() if k not in together)
+            groups.setdefault(key, []).append(i)
+        return list(groups.values())
+
+    def sweep_points(self, cfg) -> int:
+        return len(self.groups(cfg))
+
+    def memory(self, cfg, loaded: Loaded):
+        """(bytes, what, how to shrink it) of the family's largest compiled call, from shapes alone
+        (the family's ``memory`` hook); None when the family gives no estimate."""
+        estimate = getattr(self.model, "memory", None)
+        if estimate is None:
+            return None
+        item = 8 if cfg.run["x64"] else 4
+        shared = self._shared(cfg)
+        need = [estimate(loaded.adata.n_obs, loaded.adata.n_vars, [cfg.points[i] for i in idx], shared, item)
+                for idx in self.groups(cfg)]
+        return max(need, key=lambda x: x[0])
 
     def execute(self, cfg, loaded: Loaded, points=None) -> PipelineOutcome:
         from ._resume import PointCache
 
         points = PointCache() if points is None else points
-        swept = list(cfg.sweep) or ["n_components"]
+        swept = sorted(cfg.sweep, key=lambda k: k != "n_components") or ["n_components"]  # the rank first
         pos = {name: i for i, name in enumerate(loaded.adata.obs_names)}
-        rows, models = [], []
-        for i, point in enumerate(cfg.points):
-            def fit_point(point=point):
+        shared = self._shared(cfg)
+        rows, models = [None] * len(cfg.points), [None] * len(cfg.points)
+        for g, idx in enumerate(self.groups(cfg)):
+            def fit_group(idx=idx):
                 t0 = time.perf_counter()
-                model = self._fit(cfg, loaded, point)
-                row = {k: point[k] for k in swept}
-                row.update({name: s.value for name, s in model.scores().items()})
-                info = model._uns()
-                row.update({k: info[k] for k in ("n_iter", "converged") if k in info})
-                row["seconds"] = time.perf_counter() - t0
-                if loaded.truth is not None:
-                    row.update(model.truth_metrics(loaded.truth))
-                if loaded.labels is not None:
-                    row.update(_label_recovery(model, loaded.labels, pos, cfg.fit.get("seed", 0)))
-                return row, model
+                fits = self.model.fit_points(loaded.adata, [{k: v for k, v in cfg.points[i].items() if k != "name"}
+                                                            for i in idx], **shared)
+                seconds = (time.perf_counter() - t0) / len(idx)
+                return [self._row(cfg, loaded, cfg.points[i], model, seconds, swept, pos) for i, model in zip(idx, fits)]
 
-            row, model = points.get_or_fit(i, {k: point[k] for k in swept}, fit_point)
-            rows.append(row)
-            models.append(model)
-        score = models[0].selection()
-        table, pick, records = selection_records(rows, score.name, "max" if score.higher_is_better else "min")
+            params = {k: cfg.points[idx[0]][k] if len(idx) == 1 else [cfg.points[i][k] for i in idx] for k in swept}
+            done = points.get_or_fit(g, params, fit_group)
+            for i, (row, model) in zip(idx, done):
+                rows[i], models[i] = row, model
+        fitted = [m for m in models if m is not None]
+        if not fitted:
+            raise ValueError(f"every sweep point was skipped (first reason: {rows[0]['skipped']}); relax the filters or lower "
+                             "n_components")
+        score = fitted[0].selection()
+        # options compared side by side (e.g. the clone caller's method): no choice between them
+        compared = [k for k in swept if k in self.model.compared_options and len({repr(p[k]) for p in cfg.points}) > 1]
+        first = next(i for i, m in enumerate(models) if m is not None)
+        table, pick, records = selection_records(rows, score.name, "max" if score.higher_is_better else "min",
+                                                 pick=first if compared else None)
         for rec in records:
-            shown = ", ".join(f"{k}={rec[k]:.4g}" for k in rec if k not in swept and k not in ("id", "chosen", "seconds", "converged")
-                              and isinstance(rec[k], (int, float)) and not isinstance(rec[k], bool))
             point = ", ".join(f"{k}={rec[k]}" for k in swept)
-            note = f" (chosen by {score.name}, {'higher' if score.higher_is_better else 'lower'} is better)" if rec["chosen"] else ""
+            if rec.get("skipped"):
+                rec["summary"] = f"  {rec['id']}: {point}: skipped ({rec['skipped']})"
+                continue
+            shown = ", ".join(f"{k}={rec[k]:.4g}" for k in rec if k not in swept and k not in ("id", "chosen", "seconds", "converged")
+                              and isinstance(rec[k], (int, float)) and not isinstance(rec[k], bool) and rec[k] == rec[k])
+            note = (f" (chosen by {score.name}, {'higher' if score.higher_is_better else 'lower'} is better)"
+                    if rec["chosen"] and not compared and len(records) > 1 else "")
             warn = "" if rec.get("converged", True) else ", max_iter reached"
             rec["summary"] = f"  {rec['id']}: {point}{note}: {shown}{warn}, {rec['seconds']:.2f} s"
+        shown_models = {i: m for i, m in enumerate(models) if m is not None} if compared else {pick: models[pick]}
+        for i, m in shown_models.items():
+            for line in m._verdicts():
+                records[i]["summary"] += f"\n    {line}"
+        suffix = {i: "".join(f"_{cfg.points[i][k]}" for k in compared) for i in shown_models}
         best = models[pick]
+        adata = best.to_anndata(loaded.adata)
+        tables = {"selection.csv": table}
+        for i, m in shown_models.items():
+            if i != pick:  # the other compared points' results beside the first's, suffixed
+                add_suffixed(adata, m.to_anndata(None), m.family, suffix[i])
+            tables.update({f"{name}{suffix[i]}.csv": t for name, t in m.tables().items()})
+        if compared:
+            tables["comparison.csv"] = _comparison(table, shown_models, first)
+            records[-1]["summary"] += "\n  side by side (comparison.csv):\n" + "\n".join(
+                "    " + line for line in tables["comparison.csv"].to_string(index=False).splitlines())
 
         def files(folder):
             best.save(os.path.join(folder, MODEL_DIR))
 
         def figures(folder):
-            X = None
-            if best.inputs == "matrix" and best.cells is None and best.genes is None:
-                layer = best.settings.get("layer")
-                X = loaded.adata.layers[layer] if layer else loaded.adata.X
-            labels = None
-            if loaded.labels is not None:
-                cells = best.obs_names if best.cells is None else best.obs_names[np.asarray(best.cells)]
-                labels = loaded.labels[[pos[c] for c in cells]]
-            family_figure(folder, f"{self.name}.png", best, table, swept[0], score, X=X, labels=labels)
+            from ._figures import family_figure
 
-        return PipelineOutcome(records, best.to_anndata(loaded.adata), {"selection.csv": table}, figures, files)
+            for i, m in shown_models.items():
+                name = f"{self.name}{suffix[i]}.png"
+                if m.figure(folder, name):
+                    continue
+                X = None
+                if m.inputs == "matrix" and m.cells is None and m.genes is None:
+                    layer = m.settings.get("layer")
+                    X = loaded.adata.layers[layer] if layer else loaded.adata.X
+                labels = None
+                if loaded.labels is not None:
+                    cells = m.obs_names if m.cells is None else m.obs_names[np.asarray(m.cells)]
+                    labels = loaded.labels[[pos[c] for c in cells]]
+                family_figure(folder, name, m, table, swept, score, X=X, labels=labels)
+
+        return PipelineOutcome(records, adata, tables, figures, files)
+
+    def _row(self, cfg, loaded: Loaded, point: dict, model, seconds: float, swept: list, pos: dict):
+        """(a sweep point's row of selection.csv, its model or None): swept values, the cells and
+        variables the fit kept, every score, n_iter / converged, seconds, recovery of the truth."""
+        row = {k: point[k] for k in swept}
+        if isinstance(model, str):  # skipped, and why
+            return {**row, "skipped": model}, None
+        row["n_cells"] = len(model.obs_names) if model.cells is None else len(model.cells)
+        row["n_vars"] = len(model.var_names) if model.genes is None else len(model.genes)
+        row.update({name: s.value for name, s in model.scores().items()})
+        info = model._uns()
+        row.update({k: info[k] for k in ("n_iter", "converged") if k in info})
+        row["seconds"] = seconds
+        if loaded.truth is not None:
+            row.update(model.truth_metrics(loaded.truth))
+        if loaded.labels is not None:
+            row.update(_label_recovery(model, loaded.labels, pos, cfg.fit.get("seed", 0)))
+        if self.model.sweep_together:
+            row["skipped"] = ""
+        return row, model
+
+
+def add_suffixed(adata, point, family: str, suffix: str) -> None:
+    """One fit's keys (``point``: its ``to_anndata(None)``) into ``adata``, renamed
+    ``<key><suffix>``, cells and variables matched by name (those it lacks: NaN / missing)."""
+    for slot, names, src in (("obsm", adata.obs_names, point.obs_names), ("varm", adata.var_names, point.var_names)):
+        where = src.get_indexer(names)
+        for key, value in getattr(point, slot).items():
+            value = np.asarray(value, np.float64)
+            full = np.full((len(names),) + value.shape[1:], np.nan)
+            full[where >= 0] = value[where[where >= 0]]
+            getattr(adata, slot)[key + suffix] = full
+    for slot in ("obs", "var"):
+        frame = getattr(point, slot)
+        for col in frame.columns:
+            getattr(adata, slot)[col + suffix] = frame[col].reindex(getattr(adata, slot).index).to_numpy()
+    adata.uns[family + suffix] = point.uns[family]
+
+
+def _comparison(table, models: dict, first: int):
+    """The compared points side by side: their row of the sweep table, and how each agrees with the
+    first: ARI of the labels and the share of equal calls over the cells both fitted."""
+    from ..cclone import adjusted_rand_index
+
+    out = table.loc[list(models)].drop(columns=["chosen"]).reset_index(drop=True)
+    ref = models[first]
+
+    def by_cell(m, key):
+        cells = m.obs_names if m.cells is None else m.obs_names[np.asarray(m.cells)]
+        value = m._cell_outputs().get(key)
+        return None if value is None else dict(zip(map(str, cells), np.asarray(value)))
+
+    aris, agree = [], []
+    for m in models.values():
+        a, b = by_cell(ref, "label"), by_cell(m, "label")
+        common = [c for c in a if c in b] if a and b else []
+        aris.append(adjusted_rand_index(np.array([a[c] for c in common]), np.array([b[c] for c in common])) if common else np.nan)
+        a, b = by_cell(ref, "call"), by_cell(m, "call")
+        common = [c for c in a if c in b] if a and b else []
+        agree.append(float(np.mean([a[c] == b[c] for c in common])) if common else np.nan)
+    out["ari_vs_first"] = aris
+    if not np.all(np.isnan(agree)):
+        out["call_agreement_vs_first"] = agree
+    return out
 
 
 def _label_recovery(model, labels: np.ndarray, pos: dict, seed: int) -> dict:
@@ -196,95 +366,3 @@ def _label_recovery(model, labels: np.ndarray, pos: dict, seed: int) -> dict:
     if Z is None or np.asarray(Z).shape[1] == 0 or not 1 < k <= len(truth):
         return {}
     return {"ari": adjusted_rand_index(kmeans(np.asarray(Z, np.float64), k, seed=seed, max_iter=100), truth)}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _heatmap(fig, ax, A, cmap: str, label: str, xlabel: str, ylabel: str) -> None:
-    """A [0, 1] heatmap with a colourbar and integer column ticks."""
-    im = ax.imshow(A, aspect="auto", interpolation="nearest", cmap=cmap, vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, label=label)
-    ax.set_xticks(range(A.shape[1]))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-
-
-def family_figure(folder: str, name: str, model, table, key: str, score, X=None, labels=None) -> None:
-    """The chosen model's per-cell result (posterior probabilities, cells ordered by label, or the
-    first two dimensions of its embedding), the data's first two features coloured by label (a
-    mixture of a matrix ``X``) or its per-variable result (clone allele frequencies), the chosen
-    fit's trace, and the selection curve."""
-    plt = _plt()
-    cells, var, uns = model._cell_outputs(), model._var_outputs(), model._uns()
-    panels = []
-    if X is not None and "label" in cells:
-        panels.append("data")
-    if "proba" in cells:
-        panels.append("proba")
-    elif "embedding" in cells:
-        panels.append("embedding")
-    if "af" in var:
-        panels.append("af")
-    if "trace" in uns and np.size(uns["trace"]) > 1:
-        panels.append("trace")
-    if len(table) > 1:
-        panels.append("selection")
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        if panel == "data":
-            X = np.asarray(X.toarray() if hasattr(X, "toarray") else X)
-            y = X[:, 1] if X.shape[1] > 1 else np.zeros(len(X))
-            sc = ax.scatter(X[:, 0], y, c=cells["label"], s=4, cmap="tab10", vmin=0, vmax=9)
-            handles = [plt.Line2D([], [], marker="o", ls="", color=sc.cmap(sc.norm(k))) for k in range(model.n_components)]
-            ax.legend(handles, [str(k) for k in range(model.n_components)], title="component", fontsize=7, markerscale=0.8)
-            ax.set_xlabel(f"feature {model.var_names[0]}")
-            ax.set_ylabel(f"feature {model.var_names[1]}" if X.shape[1] > 1 else "")
-            ax.set_title("data, first two features, by component", fontsize=9)
-        elif panel == "proba":
-            P = np.asarray(cells["proba"])
-            order = np.lexsort((-P.max(axis=1), P.argmax(axis=1)))
-            _heatmap(fig, ax, P[order], "viridis", "posterior probability", "component",
-                     "cells (ordered by most probable component)")
-        elif panel == "embedding":
-            Z = np.asarray(cells["embedding"])
-            y = Z[:, 1] if Z.shape[1] > 1 else np.zeros(len(Z))
-            colour = cells.get("label", labels)
-            if colour is None:
-                ax.scatter(Z[:, 0], y, s=4)
-            else:
-                sc = ax.scatter(Z[:, 0], y, s=4, c=colour, cmap="tab10", vmin=0, vmax=9)
-                kinds = np.unique(colour)[:10]
-                handles = [plt.Line2D([], [], marker="o", ls="", color=sc.cmap(sc.norm(k))) for k in kinds]
-                title = "label" if "label" in cells else "known label"
-                ax.legend(handles, [str(k) for k in kinds], title=title, fontsize=7, markerscale=0.8)
-            ax.set_xlabel(f"{model.family} dimension 1")
-            ax.set_ylabel(f"{model.family} dimension 2" if Z.shape[1] > 1 else "")
-        elif panel == "af":
-            _heatmap(fig, ax, np.asarray(var["af"]), "magma", "allele frequency", "clone", "variants")
-        elif panel == "trace":
-            trace = np.asarray(uns["trace"])
-            x = np.asarray(uns["trace_iter"]) if "trace_iter" in uns else np.arange(len(trace))
-            ax.plot(x, trace)
-            ax.set_xlabel(str(uns.get("trace_unit", "iteration")))
-            ax.set_ylabel(f"{uns.get('trace_name', 'objective')} ({'higher' if model.trace_higher_is_better else 'lower'} is better)")
-            ax.set_title("the chosen fit's trace", fontsize=9)
-        else:
-            x, y = table[key].to_numpy(), table[score.name].to_numpy()
-            ax.plot(x, y, marker="o")
-            chosen = table[table["chosen"]].iloc[0]
-            ax.scatter([chosen[key]], [chosen[score.name]], s=150, facecolors="none", edgecolors="red")
-            if np.issubdtype(np.asarray(x).dtype, np.integer):
-                ax.set_xticks(x)
-            ax.set_xlabel(key)
-            ax.set_ylabel(f"{score.name} ({'higher' if score.higher_is_better else 'lower'} is better)")
-    fig.suptitle(f"{model.family}: n_components = {model.n_components}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(os.path.join(folder, name), dpi=90)
-    plt.close(fig)

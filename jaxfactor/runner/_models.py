@@ -7,7 +7,7 @@ call. ``hparams`` keys are numbers: a sweep over them is vmapped inside one comp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import jax.numpy as jnp
@@ -16,7 +16,7 @@ import numpy as np
 from .._base import Algorithm
 from .._validate import check_n_components
 from ..data import simulate_nmf
-from ._schema import Field
+from ._schema import INT_OR_AUTO, Field
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,9 @@ class ModelSpec:
 
     A *grid* family (NMF: its fitted-model class sets ``hparams``) gives ``build`` /
     ``make_hparams`` / ``outputs`` / ``model`` (see :func:`grid_spec`) and the runner fits every
-    sweep point with ``fit_many``. A *pipeline* model (CCLONE: bootstraps, alignment,
-    filters) gives ``pipeline``, an object with ``load(cfg)`` and ``execute(cfg, data, device)``
-    returning a ``PipelineOutcome``; the runner then only validates, times and writes.
+    sweep point with ``fit_many``. Every other family (:func:`family_spec`) gives ``pipeline``,
+    the runner's :class:`FamilyTask` for it (``load(cfg)``, ``execute(cfg, loaded, points)``
+    returning a ``PipelineOutcome``); the runner then only validates, times and writes.
     """
 
     name: str
@@ -81,17 +81,11 @@ def grid_spec(name: str, simulators: dict, aliases: dict | None = None) -> Model
     )
 
 
-def _cclone_spec() -> ModelSpec:
-    from ._cclone_task import CCLONE_FIELDS, CCLONE_SWEEPABLE, CcloneTask
-    from ..data import simulate_clones
-
-    return ModelSpec(name="cclone", static=CCLONE_FIELDS, hparams={}, simulators={"clones": simulate_clones},
-                     fit_keys=("seed",), sweepable=CCLONE_SWEEPABLE, pipeline=CcloneTask())
-
-
-def family_spec(name: str, simulators: dict, aliases: dict | None = None) -> ModelSpec:
+def family_spec(name: str, simulators: dict, aliases: dict | None = None, defaults: dict | None = None) -> ModelSpec:
     """A model run by the runner's one family task: ``[model]`` keys from the family's ``fit``
-    signature, ``[fit]`` keys with the family's own defaults, every ``[model]`` key sweepable."""
+    signature (``defaults`` overrides a default for configs, e.g. CCLONE's filters on, as the
+    published tool runs), ``[fit]`` keys with the family's own defaults, every ``[model]`` key
+    sweepable."""
     import inspect
 
     from .._families import family
@@ -99,12 +93,16 @@ def family_spec(name: str, simulators: dict, aliases: dict | None = None) -> Mod
 
     model = family(name).model
     static = option_fields(model)
+    for key, value in (defaults or {}).items():
+        static[key] = replace(static[key], default=value)
     sig = inspect.signature(model.fit).parameters
     fit_fields = {}
     for key, arg in (("max_iter", "max_iter"), ("tol", "tol"), ("n_restarts", "n_init"), ("seed", "seed")):
         default = sig[arg].default
         if default is not None:
             fit_fields[key] = Field(type(default), default, help=FIT_HELP[key])
+        elif key == "n_restarts":  # None in Python: the family decides (e.g. per method)
+            fit_fields[key] = Field(INT_OR_AUTO, "auto", help=FIT_HELP[key] + "; 'auto': the family's default")
     return ModelSpec(name=name, static=static, hparams={}, simulators=simulators, fit_keys=tuple(fit_fields),
                      sweepable=tuple(static), pipeline=FamilyTask(name), aliases=aliases or {}, fit_fields=fit_fields)
 
@@ -119,6 +117,8 @@ def _family_specs() -> dict[str, ModelSpec]:
     from ..models._allele_model import simulate_allele_counts
 
     return {
+        "cclone": family_spec("cclone", {"clones": simulate_clones},
+                              {"k": "n_components", "n_cycles": "fit.max_iter", "tol": "fit.tol"}, {"filter": True}),
         "gmm": family_spec("gmm", {"gmm": simulate_gmm}),
         "ppca": family_spec("ppca", {"ppca": simulate_ppca}),
         "binomial_mixture": family_spec("binomial_mixture", {"clones": simulate_clones}, {"n_clones": "n_components"}),
@@ -129,19 +129,13 @@ def _family_specs() -> dict[str, ModelSpec]:
                             "checkpoint": None}),
         "zinbwave": family_spec("zinbwave", {"zinb": simulate_zinb},
                                 {"X_columns": "X", "V_columns": "V", "label_key": "data.label_key"}),
+        "clones": family_spec("clones", {"clones": simulate_clones},
+                              {"n_clones": "n_components", "n_init": "fit.n_restarts", "max_iter": "fit.max_iter",
+                               "tol": "fit.tol"}, {"site_dropout": True}),
     }
 
 
-def _clones_spec() -> ModelSpec:
-    from ._clones import CLONES_FIELDS, ClonesTask
-    from ..data import simulate_clones
-
-    return ModelSpec(name="clones", static=CLONES_FIELDS, hparams={}, simulators={"clones": simulate_clones},
-                     fit_keys=("seed",), sweepable=("method",), pipeline=ClonesTask())
-
-
-MODELS: dict[str, ModelSpec] = {"nmf": grid_spec("nmf", {"nmf": simulate_nmf}), "cclone": _cclone_spec(), **_family_specs(),
-                                "clones": _clones_spec()}
+MODELS: dict[str, ModelSpec] = {"nmf": grid_spec("nmf", {"nmf": simulate_nmf}), **_family_specs()}
 
 
 def get_model(name: Any) -> ModelSpec:

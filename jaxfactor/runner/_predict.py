@@ -1,27 +1,23 @@
 """``jaxfactor predict RUN_DIR DATA --out OUT``: apply a fitted run to new cells.
 
-A *predictor* per model name turns the run folder into fixed parameters and a pure batch
-function; the driver here streams DATA (an .h5ad opened read-only: obs/var are read, the count
-matrices are sliced from disk one batch of rows at a time with anndata's backed sparse datasets
-or h5py, so a file larger than memory is fine), pads every batch to exactly ``batch_size`` rows
-(one compiled program, compiled once before the loop and timed apart), drops the padding, and
-writes OUT: an .h5ad with the new cells' obs and the predictions in obsm/obs (no count matrix).
+Every run folder of a family holds the model the run chose (``RUN_DIR/model``,
+:meth:`jaxfactor.Fitted.save`); its predictor is that model and the family's own kernel — what
+``model.transform`` / ``predict`` run in Python. The driver here streams DATA (an .h5ad opened
+read-only: obs/var are read, the count matrices are sliced from disk one batch of rows at a time
+with anndata's backed sparse datasets or h5py, so a file larger than memory is fine), pads every
+batch to exactly ``batch_size`` rows (one compiled program, compiled once before the loop and
+timed apart), drops the padding, and writes OUT: an .h5ad with the new cells' obs and the
+predictions in obsm/obs (no count matrix), under the keys ``to_anndata`` uses (``X_<family>``,
+``<family>_proba``, ``<family>_label``, ``<family>_<key>``).
 
-Registered predictors (add one with :func:`register`, or define ``PREDICTOR = Predictor(...)`` in
-the model's runner task module ``_{name}_task.py``, found by :func:`lookup`):
-
-- ``cclone``: each cell's factor loadings ``c ∈ [0,1]^k`` against the fitted V, the exact
-  box-constrained weighted least-squares solve ``min Σ_j W_ij (M_ij − c·v_j)² + l2‖c‖²`` by
-  coordinate descent (``box_qp_rows``), with M and W built from REF/ALT as in the fit.
-- ``nmf``, ``gmm``, ``ppca``, ``binomial_mixture``, ``allele_model``, ``zinbwave``, ``vae``: the
-  model saved in ``RUN_DIR/model`` (:meth:`jaxfactor.Fitted.save`) and the family's own kernel —
-  what ``model.transform`` / ``predict`` run (GMM: posterior probabilities and log p(x); PPCA:
-  E[z | x] and log p(x); binomial mixture: posterior clones under the MAP (EM) or the Beta /
-  Dirichlet posteriors (VB); allele model: posterior clones and log p(ALT | DP) with AFs, weights,
-  dropout and error fixed; ZINB-WaVE: W and γ with every gene-level parameter fixed, all-zero cells
-  flagged; VAE: the encoder's posterior mean and variance, each batch checked as the fit checks its
-  input; NMF: W for H fixed, by HALS). Outputs under the keys ``to_anndata`` uses (``<family>_proba``, ``X_<family>``,
-  ``<family>_label``, ``<family>_log_likelihood``, ``zinbwave_all_zero``).
+The kernels: NMF, W for H fixed (HALS); CCLONE, each cell's loadings ``c ∈ [0,1]^k`` against the
+fitted V, the exact box-constrained weighted least-squares solve ``min Σ_j W_ij (M_ij − c·v_j)² +
+l2‖c‖²`` with M and W built from REF/ALT as in the fit; GMM, posterior probabilities and log p(x);
+PPCA, E[z | x] and log p(x); binomial mixture, posterior clones under the MAP (EM) or the Beta /
+Dirichlet posteriors (VB); allele model, posterior clones and log p(ALT | DP) with AFs, weights,
+dropout and error fixed; ZINB-WaVE, W and γ with every gene-level parameter fixed, all-zero cells
+flagged; VAE, the encoder's posterior mean and variance, each batch checked as the fit checks its
+input; the clone caller, posterior clones, P(cancer) and the call at the fitted parameters. A model outside the families registers a :class:`Predictor` (:func:`register`).
 
 Checks, all before anything is compiled or written: RUN_DIR is a finished run of a model with a
 predictor, written by this jaxfactor version; DATA holds every variable the model was fitted on
@@ -47,14 +43,7 @@ from ._predictor import PREDICTORS, Predictor, lookup, register
 
 
 # --------------------------------------------------------------------------------------------
-# CCLONE: box-constrained per-cell solve against the fitted V
-
-
-def _cclone_load(run_dir, fitted, config):
-    m = config["model"]
-    V = np.asarray(fitted.varm["V"], np.float64)
-    return {"V": V, "l2": np.asarray(float(m.get("l2", 0.0)))}, {"mode": m.get("mode", "smartseq"),
-                                                                  "min_allele_reads": int(m.get("min_allele_reads", 2))}
+# families run by the runner's family task: the saved model (RUN_DIR/model) and its kernel
 
 
 def _kernel(family: str):
@@ -67,29 +56,6 @@ def _kernel(family: str):
 
     kernel.__name__ = f"{family}_kernel"
     return kernel
-
-
-def _cclone_write(out, res, params, static):
-    out.obsm["C"] = res["embedding"].astype(np.float32)
-    from ..cclone._api import _factor_labels
-
-    out.obs["cclone_factor"] = _factor_labels(res["embedding"])
-    out.obs["cclone_loss"] = res["loss"].astype(np.float32)
-    out.obs["cclone_weight"] = res["weight"].astype(np.float32)
-    out.uns["cclone_predict"] = {"k": int(params["V"].shape[1]), **static}
-
-
-register("cclone", Predictor(
-    inputs=lambda config: ("REF", "ALT"),
-    input_kind=lambda config: "alleles",
-    load=_cclone_load,
-    kernel=_kernel("cclone"),
-    write=_cclone_write,
-))
-
-
-# --------------------------------------------------------------------------------------------
-# families run by the runner's family task: the saved model (RUN_DIR/model) and its kernel
 
 
 @lru_cache(maxsize=4)
@@ -135,19 +101,21 @@ def _family_write(name):
         obs ``<family>_label`` (categorical) and ``<family>_<key>``."""
         import pandas as pd
 
+        from .._families import family
+
+        model = family(name).model
+        res = model.decode_outputs({k: v for k, v in res.items() if not k.startswith("_")})
         for key, value in res.items():
             value = np.asarray(value)
-            if key.startswith("_"):  # the kernel's diagnostics (checked by the family's check_batch)
-                continue
             if key == "embedding":
                 out.obsm[f"X_{name}"] = value.astype(np.float32)
             elif value.ndim == 2:
                 out.obsm[f"{name}_{key}"] = value.astype(np.float32)
+            elif value.dtype.kind in "USO":  # names (e.g. calls): a categorical
+                out.obs[f"{name}_{key}"] = pd.Categorical(value.astype(str))
             else:
                 out.obs[f"{name}_{key}"] = value
-        from .._families import family
-
-        rep = res.get("proba", res.get("embedding") if family(name).model.has_labels else None)
+        rep = res.get("proba", res.get("embedding") if model.has_labels else None)
         if rep is not None:  # the most probable component, or the dominant factor
             labels = np.asarray(rep).argmax(axis=1)
             out.obs[f"{name}_label"] = pd.Categorical(labels.astype(str), categories=[str(i) for i in range(rep.shape[1])])
@@ -169,8 +137,14 @@ def _family_predictor(name: str) -> Predictor:
                      input_kind=lambda config: _model_of(config).inputs)
 
 
-for _name in ("nmf", "gmm", "ppca", "binomial_mixture", "allele_model", "zinbwave", "vae"):
-    register(_name, _family_predictor(_name))
+def _register_families() -> None:
+    from .._families import families
+
+    for name in families():  # every family's run folder holds its model (model/) and the family has a kernel
+        register(name, _family_predictor(name))
+
+
+_register_families()
 
 
 # --------------------------------------------------------------------------------------------

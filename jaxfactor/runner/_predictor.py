@@ -1,6 +1,5 @@
 """What ``jaxfactor predict`` needs from a model: a :class:`Predictor` (inputs, load, a pure
-batchable kernel, write), and the registry that finds one by model name. A model's runner task
-module may define ``PREDICTOR``; this module imports none of them until asked (:func:`lookup`)."""
+batchable kernel, write), and the registry that finds one by model name."""
 
 from __future__ import annotations
 
@@ -44,16 +43,5 @@ def register(name: str, predictor: Predictor) -> None:
 
 
 def lookup(name: str) -> Predictor | None:
-    """The predictor of model ``name``: registered here, or ``PREDICTOR`` defined by the model's
-    runner task module ``jaxfactor/runner/_{name}_task.py`` (how a model plugs in without
-    editing this file)."""
-    if name not in PREDICTORS and isinstance(name, str) and name.isidentifier():
-        import importlib
-
-        try:
-            module = importlib.import_module(f"{__package__}._{name}_task")
-        except ImportError:
-            module = None
-        if isinstance(getattr(module, "PREDICTOR", None), Predictor):
-            register(name, module.PREDICTOR)
+    """The predictor of model ``name`` (every registered family has one, see ``_predict``)."""
     return PREDICTORS.get(name)

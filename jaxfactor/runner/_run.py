@@ -266,7 +266,7 @@ def _write_results(tmp: str, cfg: RunConfig, data: LoadedData, records: list[dic
     loads) and the figures. The point chosen is the best by the family's ``selection()`` score."""
     import pandas as pd
 
-    from ._family_task import MODEL_DIR
+    from ._family_task import MODEL_DIR, add_suffixed
 
     models = point_models(cfg, data, records)
     score = models[0].selection()
@@ -289,7 +289,7 @@ def _write_results(tmp: str, cfg: RunConfig, data: LoadedData, records: list[dic
     adata = models[pick].to_anndata(base)
     if len(models) > 1:
         for r, m in zip(records, models):
-            _add_suffixed(adata, m.to_anndata(None), m.family, f"_{r['id']}")
+            add_suffixed(adata, m.to_anndata(None), m.family, f"_{r['id']}")
     if data.transposed and base is not None:
         adata = adata.T
     adata.write_h5ad(os.path.join(tmp, "result.h5ad"))
@@ -304,22 +304,6 @@ def _write_results(tmp: str, cfg: RunConfig, data: LoadedData, records: list[dic
         write_figures(tmp, traces, {label(r): m.heatmaps() for r, m in zip(records, models)},
                       ylabel=models[0]._uns().get("trace_name", "objective"),
                       files={label(r): r["id"] for r in records})
-
-
-def _add_suffixed(adata, point, family: str, suffix: str) -> None:
-    """One sweep point's keys (``point``: its ``to_anndata(None)``) into ``adata``, renamed
-    ``<key><suffix>``, cells and variables matched by name."""
-    for slot in ("obsm", "varm"):
-        names = adata.obs_names if slot == "obsm" else adata.var_names
-        src = point.obs_names if slot == "obsm" else point.var_names
-        where = src.get_indexer(names)
-        for key, value in getattr(point, slot).items():
-            getattr(adata, slot)[key + suffix] = np.asarray(value)[where]
-    for slot in ("obs", "var"):
-        frame = getattr(point, slot)
-        for col in frame.columns:
-            getattr(adata, slot)[col + suffix] = frame[col].reindex(getattr(adata, slot).index).to_numpy()
-    adata.uns[family + suffix] = point.uns[family]
 
 
 def _meta(cfg: RunConfig, dev, shape, seconds, mesh=None) -> dict:
@@ -351,7 +335,7 @@ def _pipeline_points(cfg: RunConfig) -> int:
 
 
 def _run_pipeline(cfg: RunConfig, out: str, force: bool, log=_log):
-    """Models that are pipelines (CCLONE) own their fitting; the runner validates and writes.
+    """The family task (every family but the grid families) fits; the runner validates and writes.
 
     A sweep (more than one cache point) is resumable like an algorithm model's: the task's loop
     gets a ``PointCache`` over ``PipelineStore`` (``.NAME.partial`` beside ``out``), removed once
@@ -362,8 +346,9 @@ def _run_pipeline(cfg: RunConfig, out: str, force: bool, log=_log):
     with jax.enable_x64(cfg.run["x64"]):
         dev = resolve_device(cfg.run["device"])
         loaded = task.load(cfg)
-        if hasattr(task, "memory"):  # (bytes of the largest compiled call, what it is, how to shrink it)
-            need, what, hint = task.memory(cfg, loaded)
+        estimate = task.memory(cfg, loaded) if hasattr(task, "memory") else None
+        if estimate is not None:  # (bytes of the largest compiled call, what it is, how to shrink it)
+            need, what, hint = estimate
             check_bytes(need, device=dev, what=what, hint=hint)
         n_points = _pipeline_points(cfg)
         store, points = None, PointCache()

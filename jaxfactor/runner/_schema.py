@@ -12,15 +12,13 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .._protocol import IntOrAuto as INT_OR_AUTO  # field type: an integer >= 1 or "auto"
+
 REQUIRED = object()
 
 
 class ConfigError(ValueError):
     """A problem in a run config; the message names the key and the fix."""
-
-
-class INT_OR_AUTO:
-    """Field type: an integer >= 1 or the string "auto"."""
 
 
 @dataclass(frozen=True)
