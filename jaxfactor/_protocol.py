@@ -295,9 +295,12 @@ class Fitted(abc.ABC):
     @classmethod
     def fit_points(cls, data, points: list[dict], **shared) -> list:
         """Fit several points (each a dict of options with ``n_components``) sharing ``shared``
-        options; one model per point, or a string saying why a point was skipped. By default
-        one ``fit`` per point."""
-        return [cls.fit(data, **point, **shared) for point in points]
+        options; one model per point, or a string saying why a point was skipped. By default one
+        ``fit`` per point; a grid family (``hparams``) fits points that differ only in those
+        numbers in one compiled call, vmapped over points × restarts (:func:`_fit_grid`)."""
+        if cls.hparams is None or len(points) == 1 or shared.get("mesh") is not None:
+            return [cls.fit(data, **point, **shared) for point in points]
+        return _fit_grid(cls, data, points, shared)
 
     # --- a grid family (optional): numbers a sweep varies inside one compiled, vmapped call ---
     #: the NamedTuple of numeric fit options that are pytree data of the family's Algorithm; a
@@ -322,9 +325,10 @@ class Fitted(abc.ABC):
         raise NotImplementedError
 
     @classmethod
-    def from_arrays(cls, arrays: dict, info: dict, obs_names, var_names, settings: dict) -> "Fitted":
+    def from_arrays(cls, arrays: dict, info: dict, obs_names, var_names, settings: dict, X=None) -> "Fitted":
         """The fitted model of one sweep point from its ``state_arrays`` and ``info`` (objective,
-        n_iter, converged, trace, trace_iter, restart_objectives)."""
+        n_iter, converged, trace, trace_iter, restart_objectives; ``X``: the data, when the model
+        keeps per-cell outputs computed from it)."""
         raise NotImplementedError
 
     def heatmaps(self) -> dict:
@@ -528,6 +532,61 @@ class Fitted(abc.ABC):
         return cls(result=cls._decode_result(meta["result"], arrays, path), obs_names=arrays["obs_names"],
                    var_names=arrays["var_names"], settings=meta["settings"], cells=arrays.get("cells"),
                    genes=arrays.get("genes"))
+
+
+def _fit_grid(cls, data, points: list[dict], shared: dict) -> list:
+    """A grid family's points that differ only in its ``hparams``: one ``fit_many`` call (vmapped
+    over points × restarts; restart keys as the family's own ``fit`` draws them: the seed's key for
+    one restart, its split for several), each point's best restart as the family's model."""
+    import jax
+    import jax.numpy as jnp
+
+    from ._fit import completed_trace, fit_many
+    from ._inputs import read
+    from ._validate import check_nonnegative_float, check_positive_int
+
+    names = cls.hparams._fields
+    static = {k: v for k, v in points[0].items() if k not in names}
+    rows = []
+    for point in points:
+        if {k: v for k, v in point.items() if k not in names} != static:
+            raise ValueError("grid points must differ only in " + ", ".join(names))
+        defaults = cls.hparams()
+        rows.append(cls.hparams(*(check_nonnegative_float(point.get(n, getattr(defaults, n)), n) for n in names)))
+    opts = dict(inspect_defaults(cls.fit), **shared)
+    inp = read(data, cls.inputs, shared.get("layer"))
+    k = check_positive_int(static.get("n_components"), "n_components")
+    if k > inp.X.shape[0]:
+        raise ValueError(f"n_components={k} is more than the {inp.X.shape[0]} cells; choose 1 <= n_components <= n_cells")
+    n_init = check_positive_int(opts["n_init"], "n_init")
+    max_iter = check_positive_int(opts["max_iter"], "max_iter")
+    tol = check_nonnegative_float(opts["tol"], "tol")
+    chunk = 10
+    alg = cls.algorithm({**{k: v for k, v in opts.items() if k in static or k not in ("layer", "mesh", "progress")}, **static})
+    dtype = jnp.float64 if (jax.config.jax_enable_x64 and np.asarray(inp.X).dtype == np.float64) else jnp.float32
+    X = jnp.asarray(inp.X, dtype)
+    key = jax.random.PRNGKey(int(opts["seed"]))
+    keys = key[None] if n_init == 1 else jax.random.split(key, n_init)
+    grid = jax.tree_util.tree_map(lambda *xs: jnp.asarray(xs, dtype), *rows)
+    many = fit_many(alg, X, grid, keys, max_iter=max_iter, tol=tol, chunk_size=chunk)
+    out = []
+    for j, point in enumerate(points):
+        best = jax.tree_util.tree_map(lambda x: np.asarray(x[j]), many.best)
+        trace, trace_iter = completed_trace(best, chunk)
+        info = {"objective": float(trace[-1]), "n_iter": int(best.n_iter), "converged": bool(best.converged),
+                "trace": trace, "trace_iter": trace_iter, "restart_objectives": np.asarray(many.objective[j])}
+        settings = {**{k: v for k, v in opts.items() if k not in ("mesh", "progress")}, **point,
+                    "named_variables": inp.named}
+        out.append(cls.from_arrays(cls.state_arrays(best.state), info, inp.obs_names, inp.var_names, settings, X=inp.X))
+    return out
+
+
+def inspect_defaults(fn) -> dict:
+    """The keyword defaults of ``fn`` (a family's ``fit``)."""
+    import inspect
+
+    return {n: p.default for n, p in inspect.signature(fn).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
 
 
 def _json_default(obj):

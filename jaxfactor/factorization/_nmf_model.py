@@ -143,7 +143,7 @@ class NMFModel(Fitted):
         return {"W": np.asarray(state.W), "H": np.asarray(state.H)}
 
     @classmethod
-    def from_arrays(cls, arrays: dict, info: dict, obs_names, var_names, settings: dict) -> "NMFModel":
+    def from_arrays(cls, arrays: dict, info: dict, obs_names, var_names, settings: dict, X=None) -> "NMFModel":
         """The fitted model of one sweep point (``arrays``: :meth:`state_arrays`; ``info``: its
         objective, n_iter, converged, trace, trace_iter and restart objectives)."""
         from ._nmf_api import NMFResult

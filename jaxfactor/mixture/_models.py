@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._protocol import Fitted, Score, vocabulary as _vocab
+from ._gmm import GMMHparams
 
 
 def _named(X, **obs):
@@ -98,6 +99,41 @@ class GMMModel(Fitted):
     def to_anndata(self, adata=None, **kw):
         self._cached_transform("_proba", adata)
         return super().to_anndata(adata, **kw)
+
+    # --- a grid family: reg_covar is pytree data, a sweep over it is one compiled call ----------
+    hparams = GMMHparams
+
+    @classmethod
+    def algorithm(cls, static: dict, mesh=None):
+        from ._gmm import gmm
+
+        return gmm(int(static["n_components"]), static["covariance_type"], static["init"], mesh=mesh)
+
+    @staticmethod
+    def state_arrays(state) -> dict:
+        return {k: np.asarray(getattr(state, k)) for k in ("weights", "means", "covariances", "precisions_cholesky")}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, info: dict, obs_names, var_names, settings: dict, X=None) -> "GMMModel":
+        """One point of a vmapped sweep as the fit would have returned it (the objective −Σ log p
+        as the mean log-likelihood per cell, collapsed components listed)."""
+        from ._gmm import GMMResult
+
+        n = len(obs_names)
+        trace = -np.asarray(info["trace"], np.float64) / n
+        res = GMMResult(weights=arrays["weights"], means=arrays["means"], covariances=arrays["covariances"],
+                        precisions_cholesky=arrays["precisions_cholesky"], covariance_type=settings["covariance_type"],
+                        log_likelihood=float(trace[-1]), n_iter=int(info["n_iter"]), converged=bool(info["converged"]),
+                        trace=trace, trace_iter=np.asarray(info["trace_iter"]),
+                        restart_log_likelihoods=-np.asarray(info["restart_objectives"], np.float64) / n,
+                        collapsed=np.flatnonzero(np.asarray(arrays["weights"]) * n < 1.0))
+        keep = ("n_components", "n_init", "max_iter", "tol", "seed", "covariance_type", "reg_covar", "init", "layer",
+                "named_variables")
+        model = cls(res, np.asarray(obs_names).astype(str), np.asarray(var_names).astype(str),
+                    {**{k: settings.get(k) for k in keep}, "n_samples": n})
+        if X is not None:
+            model.__dict__["_proba"] = np.asarray(res.predict_proba(X), np.float32)
+        return model
 
 
 class PPCAModel(Fitted):

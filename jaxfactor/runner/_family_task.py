@@ -183,7 +183,8 @@ class FamilyTask:
     def groups(self, cfg) -> list[list[int]]:
         """Sweep points fitted together (one ``fit_points`` call, one resumable unit): those that
         differ only in the family's ``sweep_together`` options; else one point each."""
-        together = set(self.model.sweep_together)
+        hp = self.model.hparams
+        together = set(self.model.sweep_together) | set(hp._fields if hp is not None else ())
         groups: dict[tuple, list[int]] = {}
         for i, point in enumerate(cfg.points):
             key = tuple((k, v if not isinstance(v, list) else tuple(v)) for k, v in point.items() if k not in together)

@@ -103,7 +103,7 @@ def family_spec(name: str, simulators: dict, aliases: dict | None = None, defaul
             fit_fields[key] = Field(type(default), default, help=FIT_HELP[key])
         elif key == "n_restarts":  # None in Python: the family decides (e.g. per method)
             fit_fields[key] = Field(INT_OR_AUTO, "auto", help=FIT_HELP[key] + "; 'auto': the family's default")
-    return ModelSpec(name=name, static=static, hparams={}, simulators=simulators, fit_keys=tuple(fit_fields),
+    return ModelSpec(name=name, static=static, hparams={}, simulators=simulators, fit_keys=tuple(fit_fields), model=model,
                      sweepable=tuple(static), pipeline=FamilyTask(name), aliases=aliases or {}, fit_fields=fit_fields)
 
 
@@ -156,7 +156,8 @@ def describe_models(name: str | None = None) -> str:
     if name is None:
         lines = []
         for key, spec in MODELS.items():
-            hp = f"; vmapped hyperparameters {', '.join(spec.hparams)}" if spec.hparams else ""
+            names = list(spec.hparams) or list(getattr(getattr(spec.model, "hparams", None), "_fields", ()))
+            hp = f"; vmapped hyperparameters {', '.join(names)}" if names else ""
             lines.append(f"{key}: [model] {', '.join(spec.static)}{hp}; data simulators {', '.join(spec.simulators)}")
         return "\n".join(lines + ["(jaxfactor models NAME: a model's keys with types, defaults and help)"])
     spec = get_model(name)
@@ -166,7 +167,8 @@ def describe_models(name: str | None = None) -> str:
     def row(section, key, f):
         default = "required" if f.default is REQUIRED else repr(f.default)
         choices = f" one of {', '.join(map(repr, f.choices))};" if f.choices else ""
-        sweep = " sweepable;" if section == "model" and key in sweepable else ""
+        vmapped = set(spec.hparams) | set(getattr(getattr(spec.model, "hparams", None), "_fields", ()))
+        sweep = (" sweepable (vmapped: one compiled call);" if key in vmapped else " sweepable;") if section == "model" and key in sweepable else ""
         return f"  {section + '.' + key:<28} {_TYPE_NAMES[f.type]}, default {default};{choices}{sweep} {f.help}".rstrip(" ;")
 
     lines = [f"{name}: data simulators {', '.join(spec.simulators)} (or data.path)"]
