@@ -324,6 +324,18 @@ class Fitted(abc.ABC):
         """The named arrays of a fitted state (what a sweep point stores)."""
         raise NotImplementedError
 
+    @staticmethod
+    def algorithm_data(X):
+        """The data the Algorithm iterates on, from the checked matrix (PPCA: its moments)."""
+        return X
+
+    @classmethod
+    def check_grid_data(cls, X, n_components: int) -> None:
+        """The family's rules for data and rank, checked before a grid is compiled."""
+        if n_components > X.shape[0]:
+            raise ValueError(f"n_components={n_components} is more than the {X.shape[0]} cells; "
+                             "choose 1 <= n_components <= n_cells")
+
     @classmethod
     def from_arrays(cls, arrays: dict, info: dict, obs_names, var_names, settings: dict, X=None) -> "Fitted":
         """The fitted model of one sweep point from its ``state_arrays`` and ``info`` (objective,
@@ -556,15 +568,14 @@ def _fit_grid(cls, data, points: list[dict], shared: dict) -> list:
     opts = dict(inspect_defaults(cls.fit), **shared)
     inp = read(data, cls.inputs, shared.get("layer"))
     k = check_positive_int(static.get("n_components"), "n_components")
-    if k > inp.X.shape[0]:
-        raise ValueError(f"n_components={k} is more than the {inp.X.shape[0]} cells; choose 1 <= n_components <= n_cells")
+    cls.check_grid_data(inp.X, k)
     n_init = check_positive_int(opts["n_init"], "n_init")
     max_iter = check_positive_int(opts["max_iter"], "max_iter")
     tol = check_nonnegative_float(opts["tol"], "tol")
     chunk = 10
     alg = cls.algorithm({**{k: v for k, v in opts.items() if k in static or k not in ("layer", "mesh", "progress")}, **static})
     dtype = jnp.float64 if (jax.config.jax_enable_x64 and np.asarray(inp.X).dtype == np.float64) else jnp.float32
-    X = jnp.asarray(inp.X, dtype)
+    X = cls.algorithm_data(jnp.asarray(inp.X, dtype))
     key = jax.random.PRNGKey(int(opts["seed"]))
     keys = key[None] if n_init == 1 else jax.random.split(key, n_init)
     grid = jax.tree_util.tree_map(lambda *xs: jnp.asarray(xs, dtype), *rows)

@@ -227,7 +227,8 @@ def test_per_module_functions_take_the_old_names_with_a_warning(call, old):
         call(**old, **{new: value})
 
 
-@pytest.mark.parametrize("name,key,values", [("gmm", "reg_covar", (1e-6, 1e-2, 0.5)), ("nmf", "l2_H", (0.0, 0.5))])
+@pytest.mark.parametrize("name,key,values", [("gmm", "reg_covar", (1e-6, 1e-2, 0.5)), ("nmf", "l2_H", (0.0, 0.5)),
+                                             ("ppca", "min_noise_ratio", (1e-6, 0.05))])
 def test_grid_points_equal_single_fits(name, key, values):
     """A grid family's points that differ only in its numeric hyperparameters are one compiled,
     vmapped call (``fit_points``, what the runner's sweeps run): each point equals its own fit."""
@@ -235,15 +236,16 @@ def test_grid_points_equal_single_fits(name, key, values):
 
     model = jaxfactor.family(name).model
     adata = model.simulate(0)
-    points = [{"n_components": 3, key: v} for v in values]
+    k = 2 if name == "ppca" else 3
+    points = [{"n_components": k, key: v} for v in values]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short fits: convergence warnings
         grid = model.fit_points(adata, points, n_init=2, max_iter=60, tol=0.0, seed=1)
         for point, got in zip(points, grid):
-            want = model.fit(adata, 3, n_init=2, max_iter=60, tol=0.0, seed=1, **{key: point[key]})
+            want = model.fit(adata, k, n_init=2, max_iter=60, tol=0.0, seed=1, **{key: point[key]})
             assert got.settings[key] == point[key]
             for score, s in want.scores().items():
                 np.testing.assert_allclose(got.scores()[score].value, s.value, rtol=1e-5)
             np.testing.assert_allclose(got.transform(adata), want.transform(adata), rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match=key):
-        model.fit_points(adata, [{"n_components": 3, key: -1.0}, {"n_components": 3, key: 0.1}])
+        model.fit_points(adata, [{"n_components": k, key: -1.0}, {"n_components": k, key: 0.1}])

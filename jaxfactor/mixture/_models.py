@@ -18,6 +18,7 @@ import numpy as np
 
 from .._protocol import Fitted, Score, vocabulary as _vocab
 from ._gmm import GMMHparams
+from ._ppca import PPCAHparams
 
 
 def _named(X, **obs):
@@ -204,6 +205,50 @@ class PPCAModel(Fitted):
     def to_anndata(self, adata=None, **kw):
         self._cached_transform("_z", adata)
         return super().to_anndata(adata, **kw)
+
+    # --- a grid family: min_noise_ratio is pytree data, a sweep over it is one compiled call ----
+    hparams = PPCAHparams
+
+    @classmethod
+    def algorithm(cls, static: dict, mesh=None):
+        from ._ppca import ppca
+
+        return ppca(int(static["n_components"]), mesh)
+
+    @staticmethod
+    def algorithm_data(X):
+        from ._ppca import ppca_data
+
+        return ppca_data(X)
+
+    @classmethod
+    def check_grid_data(cls, X, n_components: int) -> None:
+        from ._ppca import _check_ppca_input
+
+        _check_ppca_input(X, n_components)
+
+    @staticmethod
+    def state_arrays(state) -> dict:
+        return {"W": np.asarray(state.W), "noise_var": np.asarray(state.noise_var), "mean": np.asarray(state.mean)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, info: dict, obs_names, var_names, settings: dict, X=None) -> "PPCAModel":
+        """One point of a vmapped sweep as the fit would have returned it (−log-likelihood as the
+        mean log-likelihood per cell)."""
+        from ._ppca import PPCAResult
+
+        n = len(obs_names)
+        trace = -np.asarray(info["trace"], np.float64) / n
+        res = PPCAResult(components=arrays["W"], mean=arrays["mean"], noise_variance=float(arrays["noise_var"]),
+                         log_likelihood=float(trace[-1]), n_iter=int(info["n_iter"]), converged=bool(info["converged"]),
+                         trace=trace, trace_iter=np.asarray(info["trace_iter"]), n_samples=n,
+                         restart_log_likelihoods=-np.asarray(info["restart_objectives"], np.float64) / n)
+        keep = ("n_components", "n_init", "max_iter", "tol", "seed", "min_noise_ratio", "layer", "named_variables")
+        model = cls(res, np.asarray(obs_names).astype(str), np.asarray(var_names).astype(str),
+                    {k: settings.get(k) for k in keep})
+        if X is not None:
+            model.__dict__["_z"] = res.transform(X).astype(np.float32)
+        return model
 
 
 def allele_fit_inputs(data, layer, filter, min_maf, filter_germline, min_cell_coverage):
