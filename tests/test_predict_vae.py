@@ -126,9 +126,11 @@ def test_run_folders_without_a_vae_model_are_refused(run, tmp_path, capsys):
     other = tmp_path / "other"  # a run of a model without a predictor
     shutil.copytree(run_dir, other)
     meta = json.loads((other / "metrics.json").read_text())
-    (other / "metrics.json").write_text(json.dumps({**meta, "model": "nmf"}))
+    (other / "metrics.json").write_text(json.dumps({**meta, "model": "foo"}))
     err = _error(other, data, out, capsys)
-    assert "holds a 'nmf' run, which has no predictor" in err and "vae" in err.split("predict supports:")[1]
+    assert "holds a 'foo' run, which has no predictor" in err and "vae" in err.split("predict supports:")[1]
+    (other / "metrics.json").write_text(json.dumps({**meta, "model": "nmf"}))  # altered: another family's name
+    assert "says it holds a 'nmf' run but its saved model (model/) is a 'vae' model" in _error(other, data, out, capsys)
 
     old = tmp_path / "old"  # a VAE run written before runs saved their model (model/)
     shutil.copytree(run_dir, old)

@@ -244,7 +244,7 @@ class FamilyTask:
             shown = ", ".join(f"{k}={rec[k]:.4g}" for k in rec if k not in swept and k not in ("id", "chosen", "seconds", "converged")
                               and isinstance(rec[k], (int, float)) and not isinstance(rec[k], bool) and rec[k] == rec[k])
             note = (f" (chosen by {score.name}, {'higher' if score.higher_is_better else 'lower'} is better)"
-                    if rec["chosen"] and not compared and len(records) > 1 else "")
+                    if rec["chosen"] and not compared else "")
             warn = "" if rec.get("converged", True) else ", max_iter reached"
             rec["summary"] = f"  {rec['id']}: {point}{note}: {shown}{warn}, {rec['seconds']:.2f} s"
         shown_models = {i: m for i, m in enumerate(models) if m is not None} if compared else {pick: models[pick]}

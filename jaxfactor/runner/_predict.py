@@ -73,7 +73,12 @@ def _model_of(config):
     if not os.path.isfile(os.path.join(path, "model.json")):
         raise ValueError(f"{run_dir!r} has no saved model ({MODEL_DIR}/); it was written before runs saved their model: "
                          "rerun the fit to predict with it")
-    return _saved_model(os.path.abspath(path), os.path.getmtime(os.path.join(path, "model.json")))
+    model = _saved_model(os.path.abspath(path), os.path.getmtime(os.path.join(path, "model.json")))
+    said = config.get("__model__", model.family)
+    if model.family != said:
+        raise ValueError(f"{run_dir!r} says it holds a '{said}' run but its saved model ({MODEL_DIR}/) is a "
+                         f"'{model.family}' model; the run folder was altered: rerun the fit")
+    return model
 
 
 def _family_inputs(config):
@@ -278,6 +283,7 @@ def predict(run_dir: str, data: str, out: str, *, batch_size: int | None = None,
     t_start = time.perf_counter()
     model, config, fitted = _read_run(run_dir)
     config["__run_dir__"] = run_dir
+    config["__model__"] = model
     pred = PREDICTORS[model]
     cells = BackedCells(data)
     try:
