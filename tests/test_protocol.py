@@ -228,7 +228,7 @@ def test_per_module_functions_take_the_old_names_with_a_warning(call, old):
 
 
 @pytest.mark.parametrize("name,key,values", [("gmm", "reg_covar", (1e-6, 1e-2, 0.5)), ("nmf", "l2_H", (0.0, 0.5)),
-                                             ("ppca", "min_noise_ratio", (1e-6, 0.05))])
+                                             ("ppca", "min_noise_ratio", (1e-6, 0.05)), ("binomial_mixture", "beta_a", (1.0, 3.0))])
 def test_grid_points_equal_single_fits(name, key, values):
     """A grid family's points that differ only in its numeric hyperparameters are one compiled,
     vmapped call (``fit_points``, what the runner's sweeps run): each point equals its own fit."""
@@ -236,7 +236,7 @@ def test_grid_points_equal_single_fits(name, key, values):
 
     model = jaxfactor.family(name).model
     adata = model.simulate(0)
-    k = 2 if name == "ppca" else 3
+    k = {"ppca": 2, "binomial_mixture": 4}.get(name, 3)
     points = [{"n_components": k, key: v} for v in values]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short fits: convergence warnings
@@ -248,4 +248,4 @@ def test_grid_points_equal_single_fits(name, key, values):
                 np.testing.assert_allclose(got.scores()[score].value, s.value, rtol=1e-5)
             np.testing.assert_allclose(got.transform(adata), want.transform(adata), rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match=key):
-        model.fit_points(adata, [{"n_components": k, key: -1.0}, {"n_components": k, key: 0.1}])
+        model.fit_points(adata, [{"n_components": k, key: -1.0}, {"n_components": k, key: 1.5}])

@@ -525,7 +525,26 @@ def _summaries(state, data, *, method, learn_weights, mesh):
 
 def _fit_counts(alt, ref, n_clones, *, method, max_iter, tol, n_init, seed, beta_a, beta_b, dirichlet, learn_weights,
                 init_prob, sparse, chunk_size, progress, mesh) -> BinomialMixtureResult:
-    from .._fit import check_finished, completed_trace, fit_restarts
+    return _fit_grid(alt, ref, n_clones, [(beta_a, beta_b, dirichlet)], method=method, max_iter=max_iter, tol=tol,
+                     n_init=n_init, seed=seed, learn_weights=learn_weights, init_prob=init_prob, sparse=sparse,
+                     chunk_size=chunk_size, progress=progress, mesh=mesh)[0]
+
+
+def fit_binomial_grid(alt, depth, n_components: int, priors, *, method: str = "em", max_iter: int = 200, tol: float = 1e-6,
+                      n_init: int = 1, seed: int = 0, learn_weights: bool = False, sparse="auto",
+                      chunk_size: int = 10) -> list:
+    """``fit_binomial_mixture`` at several priors ``[(beta_a, beta_b, dirichlet), ...]`` in one
+    compiled call (the priors are pytree data, vmapped over priors × restarts); one
+    ``BinomialMixtureResult`` per prior, each equal to its own fit (same restart keys)."""
+    alt, ref = _check_alt_ref(alt, depth)
+    return _fit_grid(alt, ref, n_components, list(priors), method=method, max_iter=max_iter, tol=tol, n_init=n_init,
+                     seed=seed, learn_weights=learn_weights, init_prob=None, sparse=sparse, chunk_size=chunk_size,
+                     progress=False, mesh=None)
+
+
+def _fit_grid(alt, ref, n_clones, priors, *, method, max_iter, tol, n_init, seed, learn_weights, init_prob, sparse,
+              chunk_size, progress, mesh) -> list:
+    from .._fit import check_finished, completed_trace, fit_many, fit_restarts
 
     check_cell_mesh(mesh)
     check_choice(method, "method", METHODS)
@@ -537,7 +556,8 @@ def _fit_counts(alt, ref, n_clones, *, method, max_iter, tol, n_init, seed, beta
     n_init = check_positive_int(n_init, "n_init")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     tol = check_nonnegative_float(tol, "tol")
-    hp = BinomialMixtureHparams(*(_check_prior(v, nm, method) for v, nm in ((beta_a, "beta_a"), (beta_b, "beta_b"), (dirichlet, "dirichlet"))))
+    hps = [BinomialMixtureHparams(*(_check_prior(v, nm, method) for v, nm in zip(prior, ("beta_a", "beta_b", "dirichlet"))))
+           for prior in priors]
     if not isinstance(learn_weights, (bool, np.bool_)):
         raise ValueError(f"learn_weights must be True or False, got {learn_weights!r}")
     learn_weights = bool(learn_weights) if method == "vb" else False
@@ -548,49 +568,58 @@ def _fit_counts(alt, ref, n_clones, *, method, max_iter, tol, n_init, seed, beta
     data = _build_data(alt, ref, sparse, mesh)  # with a mesh: cells padded and split over it
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     alg = binomial_mixture_em(k, mesh) if method == "em" else binomial_mixture_vb(k, learn_weights, mesh)
-    hp = BinomialMixtureHparams(*(jnp.asarray(v, dtype) for v in hp))
-    state0 = None
-    if prob0 is not None:
-        prob0 = jnp.asarray(prob0, dtype)
-        if mesh is not None:
-            prob0 = place_rows(mesh, pad_rows(np.asarray(prob0), padded_size(n, mesh)))
-        update = _em_m_step if method == "em" else _vb_update_params
-        state0 = _on_cells(update, mesh, data, (ROWS, REPL), REPL if method == "em" else VB_STATE_SPECS)(prob0, hp)
-
-    res, restart = fit_restarts(alg, data, hp, jax.random.PRNGKey(seed), n_init, max_iter=max_iter, tol=tol,
-                                chunk_size=chunk_size, state0=state0 if n_init == 1 else None, progress=progress)
-    restart = -restart
-    trace, trace_iter = completed_trace(res, chunk_size)
-    trace = -trace
-    check_finished(trace, bool(res.converged), tol=tol, max_iter=max_iter, name=f"binomial mixture ({method})",
-                   hint="please report this with the input")
-    n_iter, converged = int(res.n_iter), bool(res.converged)
-    prob, params, loglik = _summaries(res.state, data, method=method, learn_weights=learn_weights, mesh=mesh)
-    prob = np.asarray(prob, np.float64)[:n]
-    sizes = prob.sum(axis=0)
-    collapsed = tuple(int(c) for c in np.flatnonzero(sizes < 0.5))
-    if collapsed:
-        warnings.warn(f"clone(s) {list(collapsed)} collapsed (expected size < 0.5 cell); they keep finite prior parameters. "
-                      "Lower n_clones or raise n_init", UserWarning, stacklevel=3)
-    vb = method == "vb"
-    return BinomialMixtureResult(
-        clone_prob=prob,
-        clone_af=np.asarray(params.af, np.float64),
-        weights=np.asarray(params.weights, np.float64),
-        log_likelihood=float(loglik),
-        log_posterior=None if vb else float(trace[-1]),
-        elbo=float(trace[-1]) if vb else None,
-        trace=trace,
-        trace_iter=trace_iter,
-        n_iter=n_iter,
-        converged=converged,
-        method=method,
-        clone_sizes=sizes,
-        collapsed=collapsed,
-        restart_scores=restart,
-        af_alpha=np.asarray(res.state.af_alpha, np.float64) if vb else None,
-        af_beta=np.asarray(res.state.af_beta, np.float64) if vb else None,
-    )
+    hps = [BinomialMixtureHparams(*(jnp.asarray(v, dtype) for v in hp)) for hp in hps]
+    if len(hps) > 1:  # one compiled call for every prior (the keys fit_restarts would draw)
+        key = jax.random.PRNGKey(seed)
+        keys = key[None] if n_init == 1 else jax.random.split(key, n_init)
+        grid = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *hps)
+        many = fit_many(alg, data, grid, keys, max_iter=max_iter, tol=tol, chunk_size=chunk_size)
+        fits = [(jax.tree_util.tree_map(lambda x: x[j], many.best), np.asarray(many.objective[j])) for j in range(len(hps))]
+    else:
+        state0 = None
+        if prob0 is not None:
+            prob0 = jnp.asarray(prob0, dtype)
+            if mesh is not None:
+                prob0 = place_rows(mesh, pad_rows(np.asarray(prob0), padded_size(n, mesh)))
+            update = _em_m_step if method == "em" else _vb_update_params
+            state0 = _on_cells(update, mesh, data, (ROWS, REPL), REPL if method == "em" else VB_STATE_SPECS)(prob0, hps[0])
+        fits = [fit_restarts(alg, data, hps[0], jax.random.PRNGKey(seed), n_init, max_iter=max_iter, tol=tol,
+                             chunk_size=chunk_size, state0=state0 if n_init == 1 else None, progress=progress)]
+    out = []
+    for res, restart in fits:
+        restart = -np.asarray(restart)
+        trace, trace_iter = completed_trace(res, chunk_size)
+        trace = -trace
+        check_finished(trace, bool(res.converged), tol=tol, max_iter=max_iter, name=f"binomial mixture ({method})",
+                       hint="please report this with the input")
+        n_iter, converged = int(res.n_iter), bool(res.converged)
+        prob, params, loglik = _summaries(res.state, data, method=method, learn_weights=learn_weights, mesh=mesh)
+        prob = np.asarray(prob, np.float64)[:n]
+        sizes = prob.sum(axis=0)
+        collapsed = tuple(int(c) for c in np.flatnonzero(sizes < 0.5))
+        if collapsed:
+            warnings.warn(f"clone(s) {list(collapsed)} collapsed (expected size < 0.5 cell); they keep finite prior parameters. "
+                          "Lower n_clones or raise n_init", UserWarning, stacklevel=4)
+        vb = method == "vb"
+        out.append(BinomialMixtureResult(
+            clone_prob=prob,
+            clone_af=np.asarray(params.af, np.float64),
+            weights=np.asarray(params.weights, np.float64),
+            log_likelihood=float(loglik),
+            log_posterior=None if vb else float(trace[-1]),
+            elbo=float(trace[-1]) if vb else None,
+            trace=trace,
+            trace_iter=trace_iter,
+            n_iter=n_iter,
+            converged=converged,
+            method=method,
+            clone_sizes=sizes,
+            collapsed=collapsed,
+            restart_scores=restart,
+            af_alpha=np.asarray(res.state.af_alpha, np.float64) if vb else None,
+            af_beta=np.asarray(res.state.af_beta, np.float64) if vb else None,
+        ))
+    return out
 
 
 @renamed_arguments(n_clones="n_components")

@@ -326,6 +326,37 @@ class BinomialModel(AlleleFitted):
                         n_cells=int(ad.n_obs), n_variants=int(ad.n_vars))
         return cls(res, inp.obs_names, inp.var_names, settings, cells, genes)
 
+    sweep_together = ("beta_a", "beta_b", "dirichlet")  # the priors: pytree data, one compiled call
+
+    @classmethod
+    def fit_points(cls, data, points: list[dict], **shared) -> list:
+        """Points that differ only in their priors: one compiled call vmapped over priors ×
+        restarts (:func:`jaxfactor.mixture._binomial.fit_binomial_grid`), each equal to its own fit."""
+        from .._inputs import allele_layers
+        from .._protocol import inspect_defaults
+        from ._binomial import fit_binomial_grid
+
+        if len(points) == 1 or shared.get("mesh") is not None:
+            return super().fit_points(data, points, **shared)
+        names = cls.sweep_together
+        o = {**inspect_defaults(cls.fit), **shared, **{k: v for k, v in points[0].items() if k not in names}}
+        k, n_init, max_iter = _vocab("binomial_mixture", o.pop("n_components"), o["n_init"], {}, o["max_iter"])
+        inp, ad, cells, genes = allele_fit_inputs(data, o["layer"], o["filter"], o["min_maf"], o["filter_germline"],
+                                                  o["min_cell_coverage"])
+        ref, alt = allele_layers(ad)
+        priors = [tuple(p.get(n, o[n]) for n in names) for p in points]
+        results = fit_binomial_grid(alt, ref + alt, k, priors, method=o["method"], max_iter=max_iter, tol=o["tol"],
+                                    n_init=n_init, seed=o["seed"], learn_weights=o["learn_weights"])
+        out = []
+        for prior, res in zip(priors, results):
+            settings = dict(n_components=int(k), n_init=int(n_init), max_iter=int(max_iter), tol=float(o["tol"]),
+                            seed=int(o["seed"]), method=o["method"], **{n: float(v) for n, v in zip(names, prior)},
+                            learn_weights=bool(o["learn_weights"]), named_variables=inp.named,
+                            **filter_settings(o["filter"], o["min_maf"], o["filter_germline"], o["min_cell_coverage"]),
+                            n_cells=int(ad.n_obs), n_variants=int(ad.n_vars))
+            out.append(cls(res, inp.obs_names, inp.var_names, settings, cells, genes))
+        return out
+
     def params(self):
         from jax.scipy.special import digamma
 

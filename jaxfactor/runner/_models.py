@@ -148,6 +148,15 @@ def to_device_array(X: np.ndarray, x64: bool):
     return jnp.asarray(X, jnp.float64 if x64 else jnp.float32)
 
 
+def _together(model) -> list:
+    """The options a family fits in one compiled call across sweep points (its ``hparams``, or its
+    ``sweep_together``)."""
+    if model is None:
+        return []
+    hp = getattr(model, "hparams", None)
+    return list(hp._fields) if hp is not None else list(getattr(model, "sweep_together", ()))
+
+
 def describe_models(name: str | None = None) -> str:
     """``jaxfactor models``: one line per model; with ``name``, its config keys: section, type,
     default, allowed values, whether a [sweep] may list it, and help."""
@@ -156,8 +165,10 @@ def describe_models(name: str | None = None) -> str:
     if name is None:
         lines = []
         for key, spec in MODELS.items():
-            names = list(spec.hparams) or list(getattr(getattr(spec.model, "hparams", None), "_fields", ()))
-            hp = f"; vmapped hyperparameters {', '.join(names)}" if names else ""
+            names = list(spec.hparams) or _together(spec.model)
+            vmapped = bool(spec.hparams) or getattr(spec.model, "hparams", None) is not None
+            hp = (f"; {'vmapped hyperparameters' if vmapped else 'in one compiled call across sweep points:'} "
+                  f"{', '.join(names)}") if names else ""
             lines.append(f"{key}: [model] {', '.join(spec.static)}{hp}; data simulators {', '.join(spec.simulators)}")
         return "\n".join(lines + ["(jaxfactor models NAME: a model's keys with types, defaults and help)"])
     spec = get_model(name)
@@ -167,8 +178,8 @@ def describe_models(name: str | None = None) -> str:
     def row(section, key, f):
         default = "required" if f.default is REQUIRED else repr(f.default)
         choices = f" one of {', '.join(map(repr, f.choices))};" if f.choices else ""
-        vmapped = set(spec.hparams) | set(getattr(getattr(spec.model, "hparams", None), "_fields", ()))
-        sweep = (" sweepable (vmapped: one compiled call);" if key in vmapped else " sweepable;") if section == "model" and key in sweepable else ""
+        vmapped = set(spec.hparams) | set(_together(spec.model))
+        sweep = (" sweepable (one compiled call across points);" if key in vmapped else " sweepable;") if section == "model" and key in sweepable else ""
         return f"  {section + '.' + key:<28} {_TYPE_NAMES[f.type]}, default {default};{choices}{sweep} {f.help}".rstrip(" ;")
 
     lines = [f"{name}: data simulators {', '.join(spec.simulators)} (or data.path)"]
