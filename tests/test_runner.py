@@ -293,3 +293,27 @@ def test_anndata_matrix_names_what_is_missing():
     ad.X = None
     with pytest.raises(ValueError, match=r"^the AnnData has no X matrix; name a layer \(available: \['counts'\]\)$"):
         anndata_matrix(ad, None)
+
+
+def test_inputs_are_never_overwritten_even_with_force(tmp_path, capsys, small_nmf):
+    """--out on (or around) the config or the data is refused before anything runs, --force or not;
+    so is predict's --out on its DATA or inside its run folder."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    np.save(folder / "x.npy", small_nmf.X)
+    cfg = folder / "c.toml"
+    cfg.write_text('[data]\npath = "x.npy"\n[model]\nname = "nmf"\nn_components = 2\n[fit]\nmax_iter = 5\n[run]\nfigures = false\n')
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for out in (folder, tmp_path, folder / "x.npy"):
+        assert main(["run", str(cfg), "--out", str(out), "--force"]) == 2
+        err = capsys.readouterr().err
+        assert "would overlap the input" in err and err.count("\n") == 1
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    data = tmp_path / "new.h5ad"
+    anndata.AnnData(X=np.asarray(small_nmf.X[:5], np.float32)).write_h5ad(data)
+    kept = data.read_bytes()
+    for out in (data, tmp_path / "run" / "p.h5ad"):
+        assert main(["predict", str(tmp_path / "run"), str(data), "--out", str(out), "--force"]) == 2
+        assert "would overwrite" in capsys.readouterr().err and data.read_bytes() == kept
+    assert not (tmp_path / "run" / "p.h5ad").exists()

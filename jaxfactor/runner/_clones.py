@@ -88,13 +88,7 @@ def _n_clones(text: str):
 def _check_out(out: str, inputs: list[str], force: bool) -> None:
     from ._output import check_out_dir
 
-    out_abs = os.path.abspath(out)
-    for path in inputs:
-        p = os.path.abspath(path)
-        if p == out_abs or p.startswith(out_abs + os.sep) or out_abs.startswith(p + os.sep) and os.path.isdir(p):
-            raise ValueError(f"--out {out!r} would overlap the input {path!r}; choose a separate output folder "
-                             "(inputs are never overwritten)")
-    check_out_dir(out, force)
+    check_out_dir(out, force, inputs)
 
 
 def load_input(path: str):

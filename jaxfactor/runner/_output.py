@@ -11,7 +11,21 @@ import numpy as np
 import tomli_w
 
 
-def check_out_dir(out: str, force: bool) -> None:
+def overlaps(out: str, path: str) -> bool:
+    """Whether writing (or replacing) ``out`` would touch ``path``: the same path, ``path`` inside
+    the folder ``out``, or ``out`` inside the folder ``path``."""
+    a, b = os.path.realpath(out), os.path.realpath(path)
+    return a == b or b.startswith(a + os.sep) or (a.startswith(b + os.sep) and os.path.isdir(b))
+
+
+def check_out_dir(out: str, force: bool, inputs=()) -> None:
+    """One-line errors before anything runs: ``out`` exists (without ``force``), would overlap an
+    input (a config, a data file or folder: inputs are never overwritten, ``--force`` or not), or
+    its parent is not a folder."""
+    for path in inputs:
+        if path and overlaps(out, path):
+            raise ValueError(f"--out {out!r} would overlap the input {path!r}; choose a separate output folder "
+                             "(inputs are never overwritten, also not with --force)")
     if os.path.exists(out) and not force:
         raise ValueError(f"output folder {out!r} already exists; pass --force to replace it or choose --out")
     parent = os.path.dirname(os.path.abspath(out))

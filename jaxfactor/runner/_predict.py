@@ -275,7 +275,13 @@ def predict(run_dir: str, data: str, out: str, *, batch_size: int | None = None,
 
     from ._devices import resolve_device
 
+    from ._output import overlaps
+
     log = log or (lambda msg: print(msg, flush=True))
+    for path, what in ((data, "DATA"), (run_dir, "RUN_DIR")):
+        if overlaps(out, path):
+            raise ValueError(f"--out {out!r} would overwrite {what} {path!r}; choose another output file "
+                             "(inputs are never overwritten, also not with --force)")
     if os.path.exists(out) and not force:
         raise ValueError(f"output {out!r} already exists; pass --force to replace it")
     if batch_size is not None and batch_size < 1:

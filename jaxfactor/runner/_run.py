@@ -430,7 +430,7 @@ def run(config_path: str, *, overrides: list[str] = (), out: str | None = None, 
         overrides = [*overrides, f"run.device={device}"]
     cfg = load_config(config_path, overrides)
     out = out or os.path.join("runs", os.path.splitext(os.path.basename(config_path))[0])
-    check_out_dir(out, force)
+    check_out_dir(out, force, inputs=[config_path, cfg.data.get("path", "")])
     if cfg.spec.pipeline is not None:
         return _run_pipeline(cfg, out, force, log)
     with jax.enable_x64(cfg.run["x64"]):
