@@ -317,3 +317,17 @@ def test_inputs_are_never_overwritten_even_with_force(tmp_path, capsys, small_nm
         assert main(["predict", str(tmp_path / "run"), str(data), "--out", str(out), "--force"]) == 2
         assert "would overwrite" in capsys.readouterr().err and data.read_bytes() == kept
     assert not (tmp_path / "run" / "p.h5ad").exists()
+
+
+@pytest.mark.parametrize("item,message", [
+    ("model.l2_H=-1.0", "model.l2_H must be >= 0, got -1.0"),
+    ("sweep.l1_W=[0.0, -0.5]", "sweep.l1_W must be >= 0, got -0.5"),
+    ("fit.tol=nan", "fit.tol must be a finite number, got nan"),
+    ("model.l2_H=inf", "model.l2_H must be a finite number, got inf"),
+])
+def test_numeric_settings_are_checked_before_anything_runs(tmp_path, capsys, item, message):
+    """The runner refuses what the Python API refuses (penalties >= 0, finite numbers), as one line
+    before any data is read or anything compiled."""
+    code = main(["run", DEMO, "--out", str(tmp_path / "o"), *sets(item)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and not (tmp_path / "o").exists()

@@ -161,6 +161,13 @@ def build_config(raw: dict, *, config_dir: str, overrides: list[str] = ()) -> Ru
 
     names = list(sweep)
     points = [{**model, **dict(zip(names, combo))} for combo in itertools.product(*(sweep[n] for n in names))]
+    hp = getattr(spec.model, "hparams", None)
+    for key in set(spec.hparams) | set(hp._fields if hp is not None else ()):  # penalties, priors: numbers >= 0
+        if model[key] < 0:
+            raise ConfigError(f"model.{key} must be >= 0, got {model[key]}")
+        bad = sorted({p[key] for p in points if p[key] < 0})
+        if bad:
+            raise ConfigError(f"sweep.{key} must be >= 0, got {bad[0]}")
     resolved = {"data": data, "model": model, "fit": fit, "run": run}
     if sweep:
         resolved["sweep"] = sweep

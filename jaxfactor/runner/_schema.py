@@ -9,6 +9,7 @@ of ``[model]`` on its ``name``. Every unknown key or wrong type is a ``ConfigErr
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -48,6 +49,8 @@ def check_value(where: str, value: Any, field: Field) -> Any:
         raise ConfigError(f"{where} must be {_TYPE_NAMES[t]}, got {value!r} ({type(value).__name__})")
     if t is float:
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value}")
     if field.choices is not None and value not in field.choices:
         raise ConfigError(f"{where} = {value!r} is not one of: {', '.join(map(repr, field.choices))}")
     return value
