@@ -331,3 +331,41 @@ def test_numeric_settings_are_checked_before_anything_runs(tmp_path, capsys, ite
     code = main(["run", DEMO, "--out", str(tmp_path / "o"), *sets(item)])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+def test_out_lock_stale_leftovers_and_unwritable_places(tmp_path, capsys, small_nmf):
+    """A second writer to the same --out fails at once; a dead process's lock and temporary
+    folders are cleaned up; an unwritable place is one line before anything is fitted; a run
+    without a sweep leaves no .partial folder."""
+    import subprocess
+
+    from jaxfactor.runner._output import out_lock
+
+    np.save(tmp_path / "x.npy", small_nmf.X)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\npath = "x.npy"\n[model]\nname = "nmf"\nn_components = 2\n[fit]\nmax_iter = 5\n[run]\nfigures = false\n')
+    out = tmp_path / "o"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / ".o.lock").write_text(str(sleeper.pid))  # a live process holds it
+        assert main(["run", str(cfg), "--out", str(out)]) == 2
+        assert f"another jaxfactor process (pid {sleeper.pid}) is writing" in capsys.readouterr().err
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    dead = sleeper.pid  # now a dead process's lock and leftovers
+    (tmp_path / ".o.lock").write_text(str(dead))
+    (tmp_path / f".o.tmp-{dead}").mkdir()
+    (tmp_path / f".o.old-{dead}").mkdir()
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "o", "x.npy"]  # no lock, leftovers or .partial
+    with out_lock(str(out)):
+        with pytest.raises(ValueError, match="is writing"):
+            with out_lock(str(out)):
+                pass
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        assert main(["run", str(cfg), "--out", str(ro / "o")]) == 2
+        assert "cannot write beside" in capsys.readouterr().err

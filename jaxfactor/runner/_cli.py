@@ -105,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "clones":
             from ._clones import clones_command
+            from ._output import out_lock
 
-            return clones_command(args, lambda m: print(m, file=sys.stderr, flush=True))
+            with out_lock(args.out):
+                return clones_command(args, lambda m: print(m, file=sys.stderr, flush=True))
         if args.command == "predict":
             from ._predict import predict
 

@@ -33,6 +33,74 @@ def check_out_dir(out: str, force: bool, inputs=()) -> None:
         raise ValueError(f"cannot create {out!r}: {parent!r} is not a folder")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale(out: str) -> list[str]:
+    """Remove what dead processes left beside ``out``: ``.NAME.tmp-PID`` / ``.NAME.old-PID``
+    folders and ``NAME.tmp-PID.h5ad`` files whose process no longer runs. Returns their names."""
+    parent, name = os.path.split(os.path.abspath(out))
+    removed = []
+    if not os.path.isdir(parent):
+        return removed
+    for entry in os.listdir(parent):
+        for prefix in (f".{name}.tmp-", f".{name}.old-", f"{name}.tmp-"):
+            if entry.startswith(prefix):
+                pid = entry[len(prefix):].split(".")[0]
+                if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                    path = os.path.join(parent, entry)
+                    shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+                    removed.append(entry)
+    return removed
+
+
+@contextmanager
+def out_lock(out: str):
+    """Hold ``.NAME.lock`` beside ``out`` while a run writes it: a second run to the same ``out``
+    fails at once (one line naming the other process); a lock left by a dead process is taken
+    over, and so are its temporary leftovers (:func:`remove_stale`). Creating the parent folder or
+    the lock is where an unwritable place is found, before any fit."""
+    parent, name = os.path.split(os.path.abspath(out))
+    path = os.path.join(parent, f".{name}.lock")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                break
+            except FileExistsError:
+                try:
+                    with open(path) as fh:
+                        pid = int(fh.read().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and _alive(pid):
+                    raise ValueError(f"another jaxfactor process (pid {pid}) is writing {out!r}; wait for it to finish "
+                                     f"or choose another --out") from None
+                os.remove(path)  # left by a dead process
+        else:
+            raise ValueError(f"cannot take the lock {path!r}; remove it if no jaxfactor process is writing {out!r}")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+    except OSError as exc:
+        raise ValueError(f"cannot write beside {out!r} ({exc.strerror or exc}); choose a writable --out") from None
+    remove_stale(out)
+    try:
+        yield
+    finally:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
 @contextmanager
 def atomic_dir(out: str, force: bool):
     """Yield a temporary sibling folder; on success move it to ``out`` (replacing it if ``force``).

@@ -271,11 +271,7 @@ def predict(run_dir: str, data: str, out: str, *, batch_size: int | None = None,
 
     Returns a summary dict (cells, seconds, cells_per_minute, compile_seconds, batch_size).
     """
-    import anndata
-
-    from ._devices import resolve_device
-
-    from ._output import overlaps
+    from ._output import out_lock, overlaps
 
     log = log or (lambda msg: print(msg, flush=True))
     for path, what in ((data, "DATA"), (run_dir, "RUN_DIR")):
@@ -286,6 +282,15 @@ def predict(run_dir: str, data: str, out: str, *, batch_size: int | None = None,
         raise ValueError(f"output {out!r} already exists; pass --force to replace it")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    with out_lock(out):
+        return _predict(run_dir, data, out, batch_size=batch_size, device=device, x64=x64, log=log)
+
+
+def _predict(run_dir: str, data: str, out: str, *, batch_size, device, x64, log) -> dict:
+    import anndata
+
+    from ._devices import resolve_device
+
     t_start = time.perf_counter()
     model, config, fitted = _read_run(run_dir)
     config["__run_dir__"] = run_dir

@@ -11,6 +11,7 @@ import os
 import platform
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import jax
@@ -24,7 +25,7 @@ from ._config import RunConfig, load_config
 from ._devices import resolve_device
 from ._distributed import from_process_0, is_writer
 from ._models import to_device_array
-from ._output import atomic_dir, check_out_dir, write_figures, write_json, write_toml
+from ._output import atomic_dir, check_out_dir, out_lock, write_figures, write_json, write_toml
 from ._resume import PipelineStore, PointCache, SweepStore
 from ._sharding import check_bytes, check_memory, describe, make_mesh
 
@@ -431,8 +432,15 @@ def run(config_path: str, *, overrides: list[str] = (), out: str | None = None, 
     cfg = load_config(config_path, overrides)
     out = out or os.path.join("runs", os.path.splitext(os.path.basename(config_path))[0])
     check_out_dir(out, force, inputs=[config_path, cfg.data.get("path", "")])
-    if cfg.spec.pipeline is not None:
-        return _run_pipeline(cfg, out, force, log)
+    with out_lock(out) if is_writer() else nullcontext():
+        if cfg.spec.pipeline is not None:
+            return _run_pipeline(cfg, out, force, log)
+        return _run_grid(cfg, out, force, log)
+
+
+def _run_grid(cfg: RunConfig, out: str, force: bool, log) -> tuple[str, list[dict]]:
+    """A grid family's sweep: every point by ``fit_many`` (module docstring). Only a sweep keeps
+    its finished points in ``.NAME.partial`` (one point has nothing to resume)."""
     with jax.enable_x64(cfg.run["x64"]):
         dev = resolve_device(cfg.run["device"])
         mesh = make_mesh(cfg.run["shard"], dev)
@@ -442,15 +450,16 @@ def run(config_path: str, *, overrides: list[str] = (), out: str | None = None, 
         for static, _ in _groups(cfg):
             cfg.spec.check_static(static, X.shape)
         check_sweep_memory(cfg, X, dev, mesh)
-        store, finished = _open_store(cfg, out, force, log)
-        if mesh is not None and store.writer:
+        store, finished = _open_store(cfg, out, force, log) if len(cfg.points) > 1 else (None, None)
+        if mesh is not None and is_writer():
             log(f"sweep on {describe(dev, mesh)}")
         t0 = time.perf_counter()
         records = execute(cfg, X, dev, data.truth, mesh=mesh, store=store, finished=finished)
         meta = _meta(cfg, dev, list(X.shape), time.perf_counter() - t0, mesh)
-        if not store.writer:
+        if not is_writer():
             return out, [r for r in records if r is not None]
         with atomic_dir(out, force) as tmp:
             _write_results(tmp, cfg, data, records, meta)
-        store.remove()
+        if store is not None:
+            store.remove()
     return out, records
