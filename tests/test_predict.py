@@ -269,3 +269,28 @@ def test_clone_caller_run_predicts_its_calls(tmp_path_factory, tmp_path):
     same = pred.obs["clones_call"].astype(str).to_numpy() == fitted.obs["clones_call"].astype(str).to_numpy()
     assert same.mean() > 0.99
     assert np.mean(pred.obs["clones_label"].astype(str).to_numpy() == fitted.obs["clones_label"].astype(str).to_numpy()) > 0.99
+
+
+def test_unnamed_variables_match_by_position_only(tmp_path, capsys):
+    """A model fitted on a plain matrix (.npy) has no variable names: predict matches DATA's columns
+    by position and needs exactly as many (an unrelated .h5ad whose default names "0".."p" happen to
+    match is refused when its width differs), and says so."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (60, 3)), rng.normal(5, 1, (60, 3))]).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    cfg = tmp_path / "g.toml"
+    cfg.write_text('[data]\npath = "x.npy"\n[model]\nname = "gmm"\nn_components = 2\n[fit]\nmax_iter = 20\n[run]\nfigures = false\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    wide = tmp_path / "wide.h5ad"
+    anndata.AnnData(X=np.zeros((4, 5), np.float32)).write_h5ad(wide)  # var names "0".."4" include "0".."2"
+    assert main(["predict", str(tmp_path / "run"), str(wide), "--out", str(tmp_path / "p.h5ad")]) == 2
+    err = capsys.readouterr().err
+    assert "fitted on a matrix without variable names (3 columns); DATA must have exactly 3 variables" in err
+    same = tmp_path / "same.h5ad"
+    ad = anndata.AnnData(X=X[:10])
+    ad.var_names = ["c", "b", "a"]  # names are not looked at
+    ad.write_h5ad(same)
+    assert main(["predict", str(tmp_path / "run"), str(same), "--out", str(tmp_path / "p.h5ad")]) == 0
+    assert "variables matched by position" in capsys.readouterr().out
+    pred = anndata.read_h5ad(tmp_path / "p.h5ad")
+    assert pred.obsm["gmm_proba"].shape == (10, 2)

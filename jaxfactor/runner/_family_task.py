@@ -57,6 +57,7 @@ class Loaded:
     adata: Any
     labels: np.ndarray | None  # simulated truth per obs_name (population index)
     truth: Any = None  # the simulator's result (what a family's truth_metrics compares with)
+    named: bool = True  # False: a plain matrix (.npy, .csv, transposed) whose variables have no names
 
 
 SHARED = ("layer", "n_init", "max_iter", "tol", "seed", "mesh", "progress")
@@ -154,7 +155,9 @@ class FamilyTask:
                                 transpose=d["transpose"])
             if adata is None or d["transpose"]:
                 adata = anndata.AnnData(X=np.asarray(X.toarray() if hasattr(X, "toarray") else X, np.float32))
-            loaded = Loaded(adata, None)
+                loaded = Loaded(adata, None, named=False)
+            else:
+                loaded = Loaded(adata, None)
         key = d.get("label_key") or ""
         if key:
             if key not in loaded.adata.obs:
@@ -226,6 +229,8 @@ class FamilyTask:
             done = points.get_or_fit(g, params, fit_group)
             for i, (row, model) in zip(idx, done):
                 rows[i], models[i] = row, model
+                if model is not None and not loaded.named:  # default names "0".."p": matched by position only
+                    model.settings["named_variables"] = False
         fitted = [m for m in models if m is not None]
         if not fitted:
             raise ValueError(f"every sweep point was skipped (first reason: {rows[0]['skipped']}); relax the filters or lower "

@@ -139,7 +139,8 @@ def _family_predictor(name: str) -> Predictor:
     model = family(name).model
     return Predictor(inputs=_family_inputs, load=_family_load, kernel=_kernel(name), write=_family_write(name),
                      fitted_vars=_family_vars, batch_size=model.batch_size, check=getattr(model, "check_batch", None),
-                     input_kind=lambda config: _model_of(config).inputs)
+                     input_kind=lambda config: _model_of(config).inputs,
+                     named=lambda config: bool(_model_of(config).settings.get("named_variables", True)))
 
 
 def _register_families() -> None:
@@ -301,7 +302,16 @@ def _predict(run_dir: str, data: str, out: str, *, batch_size, device, x64, log)
         names = pred.inputs(config)
         mats = [cells.matrix(name) for name in names]
         kind = pred.input_kind(config) if pred.input_kind is not None else None
-        cols = _column_index(cells.var_names, pred.fitted_vars(fitted, config))
+        fitted_vars = pred.fitted_vars(fitted, config)
+        if pred.named is not None and not pred.named(config):
+            if len(cells.var_names) != len(fitted_vars):
+                raise ValueError(f"the model was fitted on a matrix without variable names ({len(fitted_vars)} columns); "
+                                 f"DATA must have exactly {len(fitted_vars)} variables in the same order, it has "
+                                 f"{len(cells.var_names)}")
+            cols = None  # by position
+            log(f"variables matched by position: the fit's {len(fitted_vars)} columns had no names")
+        else:
+            cols = _column_index(cells.var_names, fitted_vars)
         with jax.enable_x64(x64):
             dev = resolve_device(device)
             dtype = np.float64 if x64 else np.float32

@@ -21,7 +21,8 @@ class Predictor:
     ``ValueError`` if they flag bad input (so the kernel validates its block on the device);
     ``input_kind(config)``, if given, names the rules every streamed block must follow
     (``jaxfactor._inputs.check_block``: ``"matrix"``, ``"nonnegative"``, ``"counts"`` or
-    ``"alleles"``), the rules the fit applied to its own data.
+    ``"alleles"``), the rules the fit applied to its own data; ``named(config)``, if given and
+    False, says the fit's variables had no names: DATA must then have exactly as many, in order.
     """
 
     inputs: Callable[[dict], tuple[str, ...]]
@@ -32,6 +33,7 @@ class Predictor:
     fitted_vars: Callable[[Any, dict], Any] = field(default=lambda fitted, config: fitted.var_names)
     check: Callable | None = None
     input_kind: Callable[[dict], str] | None = None
+    named: Callable[[dict], bool] | None = None  # False: the fit's variables had no names (match by position)
 
 
 PREDICTORS: dict[str, Predictor] = {}
