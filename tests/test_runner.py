@@ -369,3 +369,24 @@ def test_out_lock_stale_leftovers_and_unwritable_places(tmp_path, capsys, small_
         ro.chmod(0o500)
         assert main(["run", str(cfg), "--out", str(ro / "o")]) == 2
         assert "cannot write beside" in capsys.readouterr().err
+
+
+def test_corrupt_inputs_are_one_line_errors(tmp_path, capsys):
+    """Truncated and non-HDF5 .h5ad files, for matrix and allele families, run and clones alike:
+    one line naming the file, exit 2, nothing written."""
+    from jaxfactor.data import simulate_clones
+
+    simulate_clones(n_cells=50, n_variants=8, n_clones=2, seed=0).to_anndata().write_h5ad(tmp_path / "good.h5ad")
+    (tmp_path / "trunc.h5ad").write_bytes((tmp_path / "good.h5ad").read_bytes()[:300])
+    (tmp_path / "junk.h5ad").write_bytes(b"HDF\x89 not hdf5 at all")
+    for data in ("trunc.h5ad", "junk.h5ad"):
+        for model in ("cclone", "gmm"):
+            cfg = tmp_path / f"{model}.toml"
+            cfg.write_text(f'[data]\npath = "{data}"\n[model]\nname = "{model}"\nn_components = 2\n')
+            assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
+            err = capsys.readouterr().err
+            assert f"cannot read '{tmp_path / data}' as .h5ad" in err and err.count("\n") == 1, err
+        assert main(["clones", str(tmp_path / data), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert "as .h5ad" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()

@@ -45,12 +45,22 @@ def anndata_matrix(adata, layer: str | None, source: str = "the AnnData", option
     return adata.layers[layer]
 
 
-def read_h5ad(path: str, layer: str | None = None, *, transpose: bool = False):
-    """Return ``(matrix, adata)`` from an ``.h5ad``; ``layer=None`` reads ``X``."""
+def open_h5ad(path: str):
+    """``anndata.read_h5ad(path)``, a missing, truncated or non-HDF5 file a one-line ``ValueError``
+    naming it."""
     import anndata
 
     _require_file(path)
-    adata = anndata.read_h5ad(path)
+    try:
+        return anndata.read_h5ad(path)
+    except (OSError, KeyError, TypeError) as exc:
+        why = " ".join(str(exc).split())[:200]
+        raise ValueError(f"cannot read {path!r} as .h5ad ({type(exc).__name__}: {why}); is it a complete .h5ad file?") from None
+
+
+def read_h5ad(path: str, layer: str | None = None, *, transpose: bool = False):
+    """Return ``(matrix, adata)`` from an ``.h5ad``; ``layer=None`` reads ``X``."""
+    adata = open_h5ad(path)
     mat = anndata_matrix(adata, layer, repr(path), "data.layer")
     if hasattr(mat, "toarray"):
         mat = mat.toarray()

@@ -125,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         msg = " ".join(str(exc).split())
         print(f"jaxfactor: error: {msg}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file the OS or HDF5 could not read or write (corrupt, truncated, full disk, ...)
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        msg = " ".join(str(exc.strerror or exc).split())
+        print(f"jaxfactor: error: {type(exc).__name__}{where}: {msg}; check the file, the folder's permissions and "
+              "free space", file=sys.stderr)
+        return 2
     if process_index() != 0:
         print(f"process {process_index()}: finished {len(records)} sweep point(s); process 0 writes {out}")
         return 0

@@ -114,11 +114,11 @@ def read_alleles(path: str, fmt: str = ""):
     if fmt == "cellsnp" or os.path.isdir(path):
         adata = read_cellsnp(path)
     elif fmt == "h5ad" or (fmt == "" and path.lower().endswith(".h5ad")):
-        import anndata
+        from ..data._io import open_h5ad
 
         if not os.path.isfile(path):
             raise ValueError(f"data file not found: {path!r}; check data.path (relative paths in a config are relative to the config file)")
-        adata = anndata.read_h5ad(path)
+        adata = open_h5ad(path)
     else:
         raise ValueError(f"allele models read an .h5ad with REF/ALT layers or a cellSNP-lite folder, not {path!r}; set data.format")
     check_allele_counts(adata)
