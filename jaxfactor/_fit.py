@@ -79,7 +79,9 @@ def _run_chunk(alg: Algorithm, data, hp, state, it, *, chunk_size: int, max_iter
 
     def body(carry, _):
         state, it = carry
-        new = alg.step(state, data, hp)
+        # the state keeps its dtypes (float32 data under x64: hyperparameters are float64 there)
+        new = jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype) if hasattr(b, "dtype") else a,
+                                     alg.step(state, data, hp), state)
         if ragged:
             active = it < max_iter
             new = jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), new, state)

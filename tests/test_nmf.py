@@ -153,3 +153,19 @@ def test_monotone_on_random_problems(method):
         assert np.all(np.diff(res.trace) <= 1e-10 * np.abs(res.trace[:-1]))
 
     check()
+
+
+def test_float32_data_under_x64_and_all_zero_inits():
+    """float32 data under ``jax_enable_x64`` (penalties are float64 there) fits in float32 and
+    agrees with the float64 fit; an all-zero custom W0 or H0 is refused (updates keep zeros)."""
+    X = np.random.default_rng(0).random((30, 10)).astype(np.float32)
+    with jax.enable_x64(True):
+        for method in ("mu", "pgd", "kl"):
+            r32 = nmf.fit(X, 3, method=method, l2_H=0.1, l1_W=0.01, max_iter=50, tol=0)
+            r64 = nmf.fit(X.astype(np.float64), 3, method=method, l2_H=0.1, l1_W=0.01, max_iter=50, tol=0)
+            assert r32.W.dtype == np.float32 and r64.W.dtype == np.float64
+            np.testing.assert_allclose(r32.objective, r64.objective, rtol=1e-4)
+    W0, H0 = np.ones((30, 3)), np.ones((3, 10))
+    for init, name in (((np.zeros_like(W0), H0), "W0"), ((W0, np.zeros_like(H0)), "H0")):
+        with pytest.raises(ValueError, match=f"the custom init {name} is all zeros"):
+            nmf.fit(X, 3, init=init)

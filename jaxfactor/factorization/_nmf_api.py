@@ -65,6 +65,10 @@ def _check_custom(init, shape, k, dtype):
             f"custom init shapes W0 {W0.shape}, H0 {H0.shape} do not match X {shape} and n_components={k}; "
             f"expected W0 {(n, k)} and H0 {(k, p)}"
         )
+    for name, M in (("W0", W0), ("H0", H0)):
+        if not M.any():  # multiplicative updates keep zeros: the fit would "converge" at W = H = 0
+            raise ValueError(f"the custom init {name} is all zeros; NMF cannot leave it (updates keep zeros): "
+                             "give positive entries or use init='nndsvda'")
     return NMFState(jnp.asarray(W0, dtype), jnp.asarray(H0, dtype))
 
 
