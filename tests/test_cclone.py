@@ -210,3 +210,15 @@ def test_ari_at_moderate_coverage(n_clones):
                         mean_coverage=10.0, seed=0)
     res = cclone.fit(s.to_anndata(), n_clones, n_bootstrap=10, n_cycles=60)
     assert cclone.adjusted_rand_index(res.obsm["C"].argmax(axis=1), s.labels) >= 0.9
+
+
+def test_empty_coverage_is_an_error_not_an_answer():
+    """All-zero coverage has no evidence: a one-line error instead of C in [0, 1] with loss 0."""
+    import anndata
+    import scipy.sparse as sp
+
+    z = sp.csr_matrix((20, 6), dtype=np.int64)
+    ad = anndata.AnnData(X=z.astype(np.float32), layers={"REF": z, "ALT": z})
+    with pytest.raises(ValueError, match="the coverage is empty") as info:
+        cclone.fit(ad, 2, n_bootstrap=2)
+    assert "\n" not in str(info.value)

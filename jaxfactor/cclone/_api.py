@@ -73,6 +73,14 @@ def _result_anndata(adata, M, W, summary: BootstrapSummary, rows, cols, k, param
     return out
 
 
+def _check_weights(W, mode, min_allele_reads) -> None:
+    """A fit needs evidence: with no weighted entry (nothing covered by ``min_allele_reads`` reads)
+    every C and V would be an arbitrary start with a loss of 0."""
+    if not np.any(np.asarray(W) > 0):
+        raise ValueError(f"no cell has a weighted call at any variant (mode={mode!r}, min_allele_reads={min_allele_reads}): "
+                         "the coverage is empty; check the REF/ALT layers or lower min_allele_reads")
+
+
 @renamed_arguments(k="n_components", n_cycles="max_iter")
 def fit(adata, n_components: int, *, n_bootstrap: int = 50, bootstrap_fraction: float = 0.9, max_iter: int = 100,
         mode: str = "smartseq", seed: int = 0, method: str = "bcd", tol: float = 1e-6, l2: float = 0.0,
@@ -111,6 +119,7 @@ def fit(adata, n_components: int, *, n_bootstrap: int = 50, bootstrap_fraction: 
     check_allele_counts(adata)
     k = _check_k(k, adata.n_vars, adata.n_obs)
     M, W = variant_matrices(adata, mode, min_allele_reads=min_allele_reads)
+    _check_weights(W, mode, min_allele_reads)
     rng = np.random.default_rng(_bootstrap_seed(bootstrap_seed, seed, init))
     row_mask = np.ones(adata.n_obs, bool)
     col_mask = np.ones(adata.n_vars, bool)
