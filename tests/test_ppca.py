@@ -224,3 +224,16 @@ def test_bad_input_raises_before_compiling(transform, kwargs, message):
     if not kwargs:
         with pytest.raises(ValueError, match=message):
             ppca_closed_form(transform(X), 2)
+
+
+def test_rank_deficient_float32_data_names_the_cause():
+    """Rank-1 float32 data: n_components = 1 fits (the noise floor holds σ² > 0); 2 is a one-line
+    error that names the rank, not the scale."""
+    from jaxfactor.mixture import fit_ppca
+
+    rng = np.random.default_rng(0)
+    X = np.outer(rng.normal(size=100), rng.normal(size=5)).astype(np.float32)
+    res = fit_ppca(X, 1)
+    assert np.isfinite(res.log_likelihood) and res.noise_variance > 0
+    with pytest.raises(FloatingPointError, match="numerical rank 1 in float32, fewer directions than n_components=2"):
+        fit_ppca(X, 2)

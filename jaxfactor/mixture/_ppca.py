@@ -343,6 +343,19 @@ class PPCAClosedForm(NamedTuple):
     mean: np.ndarray  # (d,) x̄
 
 
+def _failure_hint(Xn, q: int, dtype) -> str:
+    """Why a PPCA fit went non-finite: most often the data have fewer independent directions than
+    ``q + 1`` (the noise variance then has nothing to estimate it from), else the scale."""
+    Xc = np.asarray(Xn, np.float64) - np.asarray(Xn, np.float64).mean(axis=0)
+    sv = np.linalg.svd(Xc, compute_uv=False)
+    rank = int(np.sum(sv > sv[0] * max(Xc.shape) * np.finfo(np.dtype(dtype)).eps)) if sv.size and sv[0] > 0 else 0
+    if rank < q:
+        return (f"X has numerical rank {rank} in {np.dtype(dtype).name}, fewer directions than n_components={q}; "
+                f"choose n_components <= {max(rank, 1)}, raise min_noise_ratio, or fit in float64 "
+                "(jax_enable_x64 and float64 data)")
+    return "check the scale of X"
+
+
 def _check_ppca_input(X, n_components) -> np.ndarray:
     Xn = as_matrix(X, "X", nonnegative=False)
     n, d = Xn.shape
@@ -433,7 +446,8 @@ def fit_ppca(
                                 chunk_size=chunk_size, progress=progress)
     trace, trace_iter = completed_trace(res, chunk_size)
     trace = -trace / n
-    check_finished(trace, bool(res.converged), tol=tol, max_iter=max_iter, name="PPCA", hint="check the scale of X")
+    check_finished(trace, bool(res.converged), tol=tol, max_iter=max_iter, name="PPCA", hint=_failure_hint(Xn, q, dtype)
+                   if not np.all(np.isfinite(trace)) else "check the scale of X")
     n_iter, converged = int(res.n_iter), bool(res.converged)
     st = res.state
     return PPCAResult(
