@@ -371,3 +371,13 @@ def test_simulator_truth_is_consistent():
     # nearly Poisson without zero inflation: counts scatter around the true mean
     assert abs(sim.counts.sum() / sim.mean.sum() - 1) < 0.02
     assert math.isclose(sim.library.mean(), sim.mean.sum(1).mean(), rel_tol=1e-9)
+
+
+def test_trains_under_x64():
+    """``jax_enable_x64`` (the runner's ``run.x64 = true``): the float64 hyperparameters no longer
+    promote the float32 training carry; the fit is finite."""
+    import jaxfactor
+
+    with jax.enable_x64(True):
+        model = jaxfactor.family("vae").fit(jaxfactor.family("vae").model.simulate(0), 2, max_iter=2)
+    assert all(np.isfinite(s.value) for s in model.scores().values())

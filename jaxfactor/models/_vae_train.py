@@ -296,7 +296,9 @@ def vae_training(config: VAEConfig, batch_size: int = 128, early_stopping: bool 
             updates, opt_state = tx.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             nan_step = jnp.where((nan_step < 0) & ~jnp.isfinite(loss), step, nan_step)
-            return params, stats, opt_state, step + 1, nan_step, loss_sum + jnp.sum(cell_loss)
+            new = params, stats, opt_state, step + 1, nan_step, loss_sum + jnp.sum(cell_loss)
+            # keep the carry's dtypes: under x64 the float64 hyperparameters would promote float32 data's
+            return jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), new, carry)
 
         nf = idx.shape[0]
         carry = (params, stats, opt_state, step, nan_step, jnp.zeros((), x.dtype))
