@@ -169,3 +169,17 @@ def test_float32_data_under_x64_and_all_zero_inits():
     for init, name in (((np.zeros_like(W0), H0), "W0"), ((W0, np.zeros_like(H0)), "H0")):
         with pytest.raises(ValueError, match=f"the custom init {name} is all zeros"):
             nmf.fit(X, 3, init=init)
+
+
+def test_public_init_helpers_validate_like_fit():
+    """``nndsvd_init`` / ``random_init`` called directly refuse what ``fit`` refuses (a rank above
+    min(X.shape) used to come back silently cut to that size; negative data gave negative W)."""
+    X = np.random.default_rng(0).random((6, 4)).astype(np.float32)
+    key = jax.random.PRNGKey(0)
+    for init in (nmf.nndsvd_init, nmf.random_init):
+        with pytest.raises(ValueError, match="n_components=6 is out of range"):
+            init(key, X, 6)
+        with pytest.raises(ValueError, match="negative entries"):
+            init(key, -X, 2)
+        W, H = init(key, X, 3)
+        assert W.shape == (6, 3) and H.shape == (3, 4) and float(W.min()) >= 0

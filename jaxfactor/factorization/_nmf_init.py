@@ -37,7 +37,19 @@ def randomized_svd(key, X, rank: int, *, oversample: int = 10, n_iter: int = 7):
     return (Q @ Ub)[:, :rank], s[:rank], Vt[:rank]
 
 
+def _check_public(X, rank: int) -> None:
+    """The checks of ``nmf.fit`` for a direct call with concrete data (inside a traced init the
+    fit has checked already): non-negative finite X, ``1 <= rank <= min(X.shape)``."""
+    if isinstance(X, jax.core.Tracer):
+        return
+    from .._validate import as_matrix, check_n_components
+
+    check_n_components(rank, as_matrix(X, "X").shape)
+
+
 def random_init(key, X, rank: int):
+    """W, H with |N(0, 1)| entries scaled to the data's mean (scikit-learn's ``init="random"``)."""
+    _check_public(X, rank)
     n, p = X.shape
     scale = jnp.sqrt(jnp.mean(X) / rank)
     kw, kh = jax.random.split(key)
@@ -48,6 +60,7 @@ def random_init(key, X, rank: int):
 
 def nndsvd_init(key, X, rank: int, variant: str = "nndsvda"):
     """NNDSVD and its variants (see the module docstring)."""
+    _check_public(X, rank)
     ksvd, kfill = jax.random.split(key)
     U, s, Vt = randomized_svd(ksvd, X, rank)
     x, y = U.T, Vt  # (rank, n), (rank, p): one singular pair per row
