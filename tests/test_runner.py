@@ -390,3 +390,12 @@ def test_corrupt_inputs_are_one_line_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "as .h5ad" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_csv_header_must_name_every_column(tmp_path, capsys):
+    """A CSV header shorter (or longer) than its rows is a broken table, not data to fit."""
+    (tmp_path / "d.csv").write_text("a,b\n1,2,3\n4,5,6\n7,8,9\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\npath = "d.csv"\nheader = true\n[model]\nname = "nmf"\nn_components = 1\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "has a header of 2 names but rows of 3 fields" in capsys.readouterr().err

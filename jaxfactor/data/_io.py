@@ -90,10 +90,18 @@ def read_matrix(path: str, *, fmt: str | None = None, key: str | None = None, de
             delimiter = "\t" if path.lower().endswith((".tsv", ".txt")) else ","
         try:
             mat = np.loadtxt(path, delimiter=delimiter, skiprows=1 if header else 0, ndmin=2, dtype=str)
+            if header:  # the header names every column: a shorter or longer one means a broken table
+                with open(path) as fh:
+                    n_names = len(fh.readline().rstrip("\r\n").split(delimiter))
+                if n_names not in (mat.shape[1], mat.shape[1] - 1 if index_col else -1):
+                    raise ValueError(f"{path!r} has a header of {n_names} names but rows of {mat.shape[1]} fields; "
+                                     "fix the table or set data.header / data.index_col / data.delimiter")
             if index_col:
                 mat = mat[:, 1:]
             mat = mat.astype(np.float64)
         except ValueError as exc:
+            if "has a header of" in str(exc):
+                raise
             raise ValueError(
                 f"could not parse {path!r} as a numeric {delimiter!r}-separated table ({exc}); "
                 "set data.header / data.index_col / data.delimiter"
