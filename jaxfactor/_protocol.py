@@ -325,6 +325,15 @@ class Fitted(abc.ABC):
         raise NotImplementedError
 
     @staticmethod
+    def restart_keys(seed: int, n_init: int):
+        """The restart keys the family's own ``fit`` draws: the seed's key for one restart, its
+        split for several (``fit_restarts``)."""
+        import jax
+
+        key = jax.random.PRNGKey(seed)
+        return key[None] if n_init == 1 else jax.random.split(key, n_init)
+
+    @staticmethod
     def algorithm_data(X):
         """The data the Algorithm iterates on, from the checked matrix (PPCA: its moments)."""
         return X
@@ -576,8 +585,7 @@ def _fit_grid(cls, data, points: list[dict], shared: dict) -> list:
     alg = cls.algorithm({**{k: v for k, v in opts.items() if k in static or k not in ("layer", "mesh", "progress")}, **static})
     dtype = jnp.float64 if (jax.config.jax_enable_x64 and np.asarray(inp.X).dtype == np.float64) else jnp.float32
     X = cls.algorithm_data(jnp.asarray(inp.X, dtype))
-    key = jax.random.PRNGKey(int(opts["seed"]))
-    keys = key[None] if n_init == 1 else jax.random.split(key, n_init)
+    keys = cls.restart_keys(int(opts["seed"]), n_init)
     grid = jax.tree_util.tree_map(lambda *xs: jnp.asarray(xs, dtype), *rows)
     many = fit_many(alg, X, grid, keys, max_iter=max_iter, tol=tol, chunk_size=chunk)
     out = []

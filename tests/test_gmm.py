@@ -228,3 +228,15 @@ def test_row_sharded_em_equals_single_device():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+def test_more_restarts_are_never_worse():
+    """Restart i of ``n_init = r`` is the single fit with seed + i (documented, as scikit-learn's
+    seeded sequence), so r restarts give the best of those r single fits."""
+    from jaxfactor.data import simulate_gmm
+    from jaxfactor.mixture import fit_gmm
+
+    X = simulate_gmm(300, 2, 5, seed=3).X
+    singles = [fit_gmm(X, 5, n_init=1, seed=7 + i, max_iter=60).log_likelihood for i in range(4)]
+    best = fit_gmm(X, 5, n_init=4, seed=7, max_iter=60).log_likelihood
+    np.testing.assert_allclose(best, max(singles), rtol=1e-5)

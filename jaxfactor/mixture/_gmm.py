@@ -371,6 +371,13 @@ def gmm_em(
 
 
 @lru_cache(maxsize=None)
+def restart_keys(seed: int, n_init: int):
+    """The keys of ``n_init`` restarts: restart ``i`` is the init of a single fit with seed
+    ``seed + i`` (scikit-learn draws its restarts from one seeded sequence too), so more restarts
+    never give a worse fit than fewer."""
+    return jnp.stack([jax.random.PRNGKey(int(seed) + i) for i in range(int(n_init))])
+
+
 def gmm(
     n_components: int,
     covariance_type: str = "full",
@@ -649,9 +656,9 @@ def fit_gmm(
         if n_init == 1:
             res = _fit(alg, Xj, hp, key, progress=progress, **kw)
             restart_obj = np.asarray(res.trace[-1])[None]
-        else:
+        else:  # restart i is the single fit with seed + i: never worse than any of those
             grid = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], hp)
-            many = _fit_many(alg, Xj, grid, jax.random.split(key, n_init), **kw)
+            many = _fit_many(alg, Xj, grid, restart_keys(seed, n_init), **kw)
             res = jax.tree_util.tree_map(lambda x: x[0], many.best)
             restart_obj = np.asarray(many.objective[0])
     else:

@@ -104,6 +104,12 @@ class GMMModel(Fitted):
     # --- a grid family: reg_covar is pytree data, a sweep over it is one compiled call ----------
     hparams = GMMHparams
 
+    @staticmethod
+    def restart_keys(seed: int, n_init: int):
+        from ._gmm import restart_keys
+
+        return restart_keys(seed, n_init)
+
     @classmethod
     def algorithm(cls, static: dict, mesh=None):
         from ._gmm import gmm
