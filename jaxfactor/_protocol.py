@@ -410,6 +410,16 @@ class Fitted(abc.ABC):
         out = self.apply(data, layer=layer)
         return out["embedding"] if "embedding" in out else out["proba"]
 
+    @classmethod
+    def fit_predict(cls, data, n_components=None, **options) -> np.ndarray:
+        """``fit`` then the fitted cells' labels (scikit-learn's ``fit_predict``), for families
+        that give labels."""
+        if not cls.has_labels:
+            raise ValueError(f"{cls.family} gives no labels; use fit() and transform()")
+        model = cls.fit(data, n_components, **options)
+        label = model._cell_outputs().get("label")
+        return np.asarray(label) if label is not None else model.predict(data, layer=options.get("layer"))
+
     def predict(self, data, *, layer: str | None = None) -> np.ndarray:
         """Each new cell's label (most probable component / clone, or dominant factor)."""
         if not self.has_labels:

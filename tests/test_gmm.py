@@ -240,3 +240,25 @@ def test_more_restarts_are_never_worse():
     singles = [fit_gmm(X, 5, n_init=1, seed=7 + i, max_iter=60).log_likelihood for i in range(4)]
     best = fit_gmm(X, 5, n_init=4, seed=7, max_iter=60).log_likelihood
     np.testing.assert_allclose(best, max(singles), rtol=1e-5)
+
+
+def test_sample_and_fit_predict():
+    """scikit-learn's ``sample`` (counts ~ Multinomial(n, weights), then each component's Gaussian)
+    and ``fit_predict`` (the fitted cells' labels)."""
+    import jaxfactor
+    from jaxfactor.data import simulate_gmm
+    from jaxfactor.mixture import fit_gmm
+
+    X = simulate_gmm(400, 2, 3, seed=1).X
+    for cov in ("full", "tied", "diag", "spherical"):
+        res = fit_gmm(X, 3, covariance_type=cov, max_iter=100, seed=0)
+        Y, labels = res.sample(20000, seed=0)
+        assert Y.shape == (20000, 2) and labels.shape == (20000,)
+        np.testing.assert_allclose(np.bincount(labels, minlength=3) / 20000, res.weights, atol=0.02)
+        for c in range(3):
+            np.testing.assert_allclose(Y[labels == c].mean(axis=0), res.means[c], atol=0.1)
+    gmm = jaxfactor.family("gmm").model
+    labels = gmm.fit_predict(X, 3, max_iter=100)
+    np.testing.assert_array_equal(labels, gmm.fit(X, 3, max_iter=100).predict(X))
+    with pytest.raises(ValueError, match="gives no labels"):
+        jaxfactor.family("ppca").model.fit_predict(X, 1)

@@ -506,6 +506,29 @@ class GMMResult:
         """Mean log-likelihood per sample (scikit-learn's ``score``)."""
         return float(np.mean(self.score_samples(X)))
 
+    def sample(self, n_samples: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``(X, labels)``: ``n_samples`` draws from the fitted mixture (scikit-learn's ``sample``:
+        component counts ~ Multinomial(n, weights), then each component's Gaussian), grouped by
+        component."""
+        n = check_positive_int(n_samples, "n_samples")
+        rng = np.random.default_rng(seed)
+        w = np.asarray(self.weights, np.float64)
+        counts = rng.multinomial(n, w / w.sum())
+        means, cov = np.asarray(self.means, np.float64), np.asarray(self.covariances, np.float64)
+        k, d = means.shape
+        draws = []
+        for c in range(k):
+            if self.covariance_type == "full":
+                S = cov[c]
+            elif self.covariance_type == "tied":
+                S = cov
+            elif self.covariance_type == "diag":
+                S = np.diag(cov[c])
+            else:
+                S = np.eye(d) * cov[c]
+            draws.append(rng.multivariate_normal(means[c], S, size=counts[c]))
+        return np.concatenate(draws), np.repeat(np.arange(k), counts)
+
 
 def _check_user_init(weights_init, means_init, precisions_init, k, d, cov_type):
     """Validate the user's initial parameters; return them as float64 arrays (or None)."""
