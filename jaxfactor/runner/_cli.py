@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         from ._models import describe_models
 
         try:
-            print(describe_models(args.name))
+            _print(describe_models(args.name))
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -134,8 +134,18 @@ def main(argv: list[str] | None = None) -> int:
     if process_index() != 0:
         print(f"process {process_index()}: finished {len(records)} sweep point(s); process 0 writes {out}")
         return 0
-    print(_summary(out, records))
+    _print(_summary(out, records))
     return 0
+
+
+def _print(text: str) -> None:
+    """Print to stdout; a reader that stops early (``| head``) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
 
 
 if __name__ == "__main__":
