@@ -320,10 +320,10 @@ def test_inputs_are_never_overwritten_even_with_force(tmp_path, capsys, small_nm
 
 
 @pytest.mark.parametrize("item,message", [
-    ("model.l2_H=-1.0", "model.l2_H must be >= 0, got -1.0"),
+    ("model.l1_H=-1.0", "model.l1_H must be >= 0, got -1.0"),
     ("sweep.l1_W=[0.0, -0.5]", "sweep.l1_W must be >= 0, got -0.5"),
     ("fit.tol=nan", "fit.tol must be a finite number, got nan"),
-    ("model.l2_H=inf", "model.l2_H must be a finite number, got inf"),
+    ("model.l2_W=inf", "model.l2_W must be a finite number, got inf"),
 ])
 def test_numeric_settings_are_checked_before_anything_runs(tmp_path, capsys, item, message):
     """The runner refuses what the Python API refuses (penalties >= 0, finite numbers), as one line
@@ -399,3 +399,10 @@ def test_csv_header_must_name_every_column(tmp_path, capsys):
     cfg.write_text('[data]\npath = "d.csv"\nheader = true\n[model]\nname = "nmf"\nn_components = 1\n')
     assert main(["run", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert "has a header of 2 names but rows of 3 fields" in capsys.readouterr().err
+
+
+def test_set_of_a_swept_key_is_refused(tmp_path, capsys):
+    """--set model.KEY where [sweep] also sets KEY would be silently overridden: a one-line error."""
+    assert main(["run", DEMO, "--out", str(tmp_path / "o"), *sets("model.n_components=0")]) == 2
+    err = capsys.readouterr().err
+    assert "model.n_components is swept (sweep.n_components = [4, 6, 8])" in err and "set sweep.n_components" in err

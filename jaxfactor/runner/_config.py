@@ -122,6 +122,12 @@ def build_config(raw: dict, *, config_dir: str, overrides: list[str] = ()) -> Ru
         if section == "data" and key == "path" and isinstance(value, str):
             value = os.path.abspath(os.path.expanduser(value))
         raw.setdefault(section, {})[key] = value
+    swept_here = {parse_override(item)[0][1] for item in overrides if parse_override(item)[0][0] == "sweep"}
+    for item in overrides:  # a --set of a [model] key the config's sweep also sets would be silently overridden
+        (section, key), _ = parse_override(item)
+        if section == "model" and key in raw.get("sweep", {}) and key not in swept_here:
+            raise ConfigError(f"--set {item!r}: model.{key} is swept (sweep.{key} = {raw['sweep'][key]!r}), so this value "
+                              f"would be ignored; set sweep.{key} = [...] instead")
 
     if "data" not in raw:
         raise ConfigError("the config needs a [data] table")
