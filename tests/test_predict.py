@@ -117,8 +117,9 @@ def test_bad_inputs_are_one_line_errors(cclone_run, tmp_path, capsys, small_nmf)
     meta = json.loads((foreign / "metrics.json").read_text())
     (foreign / "metrics.json").write_text(json.dumps({**meta, "model": "foo"}))
     assert "holds a 'foo' run, which has no predictor; predict supports: nmf, cclone" in error(foreign, data)
-    # an NMF run predicts (its saved model's HALS kernel), but not from allele data
-    assert "DATA lacks" in error(tmp_path / "nmf_run", data)
+    # an NMF run predicts (its saved model's HALS kernel), but not from other data: fitted on a
+    # plain matrix, it needs exactly as many variables, matched by position
+    assert "fitted on a matrix without variable names (25 columns)" in error(tmp_path / "nmf_run", data)
     old = tmp_path / "old_run"
     shutil.copytree(run_dir, old)
     meta = json.loads((old / "metrics.json").read_text())

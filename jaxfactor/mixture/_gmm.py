@@ -370,7 +370,6 @@ def gmm_em(
     return EMModel(init_fn, e_step, m_step, log_likelihood)
 
 
-@lru_cache(maxsize=None)
 def restart_keys(seed: int, n_init: int):
     """The keys of ``n_init`` restarts: restart ``i`` is the init of a single fit with seed
     ``seed + i`` (scikit-learn draws its restarts from one seeded sequence too), so more restarts
@@ -378,6 +377,7 @@ def restart_keys(seed: int, n_init: int):
     return jnp.stack([jax.random.PRNGKey(int(seed) + i) for i in range(int(n_init))])
 
 
+@lru_cache(maxsize=None)
 def gmm(
     n_components: int,
     covariance_type: str = "full",

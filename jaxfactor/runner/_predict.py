@@ -275,8 +275,9 @@ def predict(run_dir: str, data: str, out: str, *, batch_size: int | None = None,
     from ._output import out_lock, overlaps
 
     log = log or (lambda msg: print(msg, flush=True))
-    for path, what in ((data, "DATA"), (run_dir, "RUN_DIR")):
-        if overlaps(out, path):
+    run_folder = os.path.isfile(os.path.join(run_dir, "metrics.json"))  # else the run folder check says what is wrong
+    for path, what in ((data, "DATA"), (run_dir if run_folder else "", "RUN_DIR")):
+        if path and overlaps(out, path):
             raise ValueError(f"--out {out!r} would overwrite {what} {path!r}; choose another output file "
                              "(inputs are never overwritten, also not with --force)")
     if os.path.exists(out) and not force:
