@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .._fit import check_finished, fit
+from .._fit import check_finished, fit, fit_many
 from .._validate import as_matrix, check_int, check_nonnegative_float, check_positive_int
 from ._zinb import ZINBData, ZINBHparams, ZINBState, _cell_block, default_hparams, penalized_log_likelihood, predictors
 from ._zinb_alg import zinbwave_algorithm
@@ -206,8 +206,12 @@ def fit_zinbwave(
     seed: int = 0,
     n_inner: int = 1,
     progress: bool = False,
+    epsilon_grid=None,
 ) -> ZINBWaVEResult:
     """Fit ZINB-WaVE to counts Y (n cells × J genes).
+
+    ``epsilon_grid``: several values of ``epsilon`` fitted in one compiled call (vmapped; the
+    other penalties as given); returns one result per value, each equal to its own fit.
 
     Args:
       Y: integer counts (dense or scipy sparse), no all-zero cell or gene.
@@ -244,18 +248,33 @@ def fit_zinbwave(
         if v is not None:
             check_nonnegative_float(v, name)
     check_nonnegative_float(epsilon_min_logit, "epsilon_min_logit")
-    hp_np = default_hparams(Xd, Vd, epsilon=epsilon, epsilon_beta=epsilon_beta, epsilon_gamma=epsilon_gamma,
-                            epsilon_W=epsilon_W, epsilon_alpha=epsilon_alpha, epsilon_zeta=epsilon_zeta,
-                            epsilon_min_logit=epsilon_min_logit)
+    grid = [epsilon] if epsilon_grid is None else [None if e is None else check_nonnegative_float(e, "epsilon")
+                                                   for e in epsilon_grid]
+    hp_nps = [default_hparams(Xd, Vd, epsilon=e, epsilon_beta=epsilon_beta, epsilon_gamma=epsilon_gamma,
+                              epsilon_W=epsilon_W, epsilon_alpha=epsilon_alpha, epsilon_zeta=epsilon_zeta,
+                              epsilon_min_logit=epsilon_min_logit) for e in grid]
 
     dt = _dtype()
     cast = lambda a: None if a is None else jnp.asarray(a, dt)
     data = ZINBData(cast(Yn), cast(Xd), cast(Vd), cast(Om), cast(Op))
-    hp = jax.tree_util.tree_map(cast, hp_np)
     ones = lambda Z: Z.shape[1] > 0 and bool(np.all(Z[:, 0] == 1))
     alg = zinbwave_algorithm(K, bool(zero_inflation), bool(common_dispersion), intercepts=ones(Xd) and ones(Vd),
                              n_inner=n_inner)
-    res = fit(alg, data, hp, jax.random.PRNGKey(seed), max_iter=max_iter, tol=tol, chunk_size=1, progress=progress)
+    key = jax.random.PRNGKey(seed)
+    if epsilon_grid is None:
+        fits = [fit(alg, data, jax.tree_util.tree_map(cast, hp_nps[0]), key, max_iter=max_iter, tol=tol, chunk_size=1,
+                    progress=progress)]
+    else:  # every ε in one compiled call, vmapped (the penalties are pytree data)
+        hps = jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x, dt) for x in xs]), *hp_nps)
+        many = fit_many(alg, data, hps, key[None], max_iter=max_iter, tol=tol, chunk_size=1)
+        fits = [jax.tree_util.tree_map(lambda x: x[j], many.best) for j in range(len(grid))]
+    out = [_result(res, data, hp_np, Xd, Vd, Om, Op, zero_inflation, common_dispersion, tol, max_iter)
+           for res, hp_np in zip(fits, hp_nps)]
+    return out if epsilon_grid is not None else out[0]
+
+
+def _result(res, data, hp_np, Xd, Vd, Om, Op, zero_inflation, common_dispersion, tol, max_iter) -> "ZINBWaVEResult":
+    """The fitted state as a ``ZINBWaVEResult`` (trace as the penalised log-likelihood)."""
     n_iter = int(res.n_iter)
     trace = -np.asarray(res.trace[: n_iter + 1], np.float64)
     check_finished(trace, bool(res.converged), tol=tol, max_iter=max_iter, name="ZINB-WaVE",

@@ -98,6 +98,7 @@ class ZINBWaVEModel(Fitted):
         from ._zinb_api import _covariates
         from ._zinb_fit import check_rank, fit_zinbwave, zero_rows_cols
 
+        grid = penalties.pop("_epsilon_grid", None)  # fit_points: several ε in one compiled call
         aliases = {k: penalties.pop(k) for k in list(penalties) if not k.startswith("epsilon")}
         n_components, n_init, max_iter = _vocab("zinbwave", n_components, n_init, aliases, max_iter)
         if n_init != 1:
@@ -128,10 +129,34 @@ class ZINBWaVEModel(Fitted):
             Y = Y[np.ix_(cells, genes)]
             Xd = None if Xd is None else np.asarray(Xd)[cells]
             Vd = None if Vd is None else np.asarray(Vd)[genes]
-        res = fit_zinbwave(Y, n_components, X=Xd, V=Vd, common_dispersion=common_dispersion, zero_inflation=zero_inflation,
-                           max_iter=max_iter, tol=tol, seed=seed, progress=progress, **penalties)
+        results = fit_zinbwave(Y, n_components, X=Xd, V=Vd, common_dispersion=common_dispersion,
+                               zero_inflation=zero_inflation, max_iter=max_iter, tol=tol, seed=seed, progress=progress,
+                               epsilon_grid=grid, **penalties)
+        models = []
+        for res, eps in zip(results if grid is not None else [results], grid if grid is not None else [None]):
+            pen = penalties if eps is None else {**penalties, **({"epsilon": float(eps)} if eps else {})}
+            settings = cls._settings(res, n_components, max_iter, tol, seed, common_dispersion, zero_inflation, layer,
+                                     inp, X, V, x_names, v_names, x_levels, v_levels, pen)
+            models.append(cls(res, inp.obs_names, inp.var_names, settings, cells, genes))
+        return models if grid is not None else models[0]
+
+    sweep_together = ("epsilon",)  # the penalty scale: pytree data, one compiled call
+
+    @classmethod
+    def fit_points(cls, data, points: list[dict], **shared) -> list:
+        """Points that differ only in ``epsilon``: one compiled call vmapped over the values
+        (:func:`jaxfactor.factorization._zinb_fit.fit_zinbwave`'s ``epsilon_grid``)."""
+        if len(points) == 1:
+            return super().fit_points(data, points, **shared)
+        static = {k: v for k, v in points[0].items() if k != "epsilon"}
+        k = static.pop("n_components")
+        return cls.fit(data, k, **shared, **static, _epsilon_grid=[float(p.get("epsilon", 0.0)) or None for p in points])
+
+    @staticmethod
+    def _settings(res, n_components, max_iter, tol, seed, common_dispersion, zero_inflation, layer, inp, X, V, x_names,
+                  v_names, x_levels, v_levels, penalties) -> dict:
         hp = res.hparams
-        settings = dict(n_components=int(n_components), n_init=1, max_iter=int(max_iter), tol=float(tol), seed=int(seed),
+        return dict(n_components=int(n_components), n_init=1, max_iter=int(max_iter), tol=float(tol), seed=int(seed),
                         common_dispersion=bool(common_dispersion), zero_inflation=bool(zero_inflation), layer=layer,
                         cell_covariates=bool(np.asarray(res.X).shape[1] > 1), named_variables=inp.named,
                         X=_column_names(X), V=_column_names(V),
@@ -144,7 +169,6 @@ class ZINBWaVEModel(Fitted):
                            for k in ("eps_beta_mu", "eps_beta_pi", "eps_gamma_mu", "eps_gamma_pi")},
                         **{k: float(getattr(hp, k)) for k in ("eps_W", "eps_alpha", "eps_zeta")},
                         **{k: float(v) for k, v in penalties.items()})
-        return cls(res, inp.obs_names, inp.var_names, settings, cells, genes)
 
     @classmethod
     def simulate(cls, seed: int = 0):
