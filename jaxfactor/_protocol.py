@@ -312,7 +312,7 @@ class Fitted(abc.ABC):
     def algorithm(cls, static: dict, mesh=None):
         """The :class:`~jaxfactor.Algorithm` of one shape point (``static``: the fit options
         that are not ``hparams``); with a cell ``mesh``, its cell-sharded form (``cell_layout``)."""
-        raise NotImplementedError(f"{cls.family} is not a grid family")
+        raise TypeError(f"{cls.family} is not a grid family (its fitted-model class sets no hparams)")
 
     @classmethod
     def cell_layout(cls):
@@ -321,8 +321,8 @@ class Fitted(abc.ABC):
 
     @staticmethod
     def state_arrays(state) -> dict:
-        """The named arrays of a fitted state (what a sweep point stores)."""
-        raise NotImplementedError
+        """The named arrays of a fitted state (what a sweep point stores; a grid family's)."""
+        raise TypeError("state_arrays belongs to a grid family (a fitted-model class that sets hparams)")
 
     @staticmethod
     def restart_keys(seed: int, n_init: int):
@@ -350,7 +350,7 @@ class Fitted(abc.ABC):
         """The fitted model of one sweep point from its ``state_arrays`` and ``info`` (objective,
         n_iter, converged, trace, trace_iter, restart_objectives; ``X``: the data, when the model
         keeps per-cell outputs computed from it)."""
-        raise NotImplementedError
+        raise TypeError(f"{cls.family} is not a grid family (its fitted-model class sets no hparams)")
 
     def heatmaps(self) -> dict:
         """Named matrices drawn for this fit: the cells' embedding or posteriors (cells ordered
