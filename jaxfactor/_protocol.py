@@ -297,10 +297,12 @@ class Fitted(abc.ABC):
         """Fit several points (each a dict of options with ``n_components``) sharing ``shared``
         options; one model per point, or a string saying why a point was skipped. By default one
         ``fit`` per point; a grid family (``hparams``) fits points that differ only in those
-        numbers in one compiled call, vmapped over points × restarts (:func:`_fit_grid`)."""
+        numbers in one compiled call, vmapped over points × restarts (:func:`jaxfactor._grid.fit_grid`)."""
         if cls.hparams is None or len(points) == 1 or shared.get("mesh") is not None:
             return [cls.fit(data, **point, **shared) for point in points]
-        return _fit_grid(cls, data, points, shared)
+        from ._grid import fit_grid
+
+        return fit_grid(cls, data, points, shared)
 
     # --- a grid family (optional): numbers a sweep varies inside one compiled, vmapped call ---
     #: the NamedTuple of numeric fit options that are pytree data of the family's Algorithm; a
@@ -563,59 +565,6 @@ class Fitted(abc.ABC):
         return cls(result=cls._decode_result(meta["result"], arrays, path), obs_names=arrays["obs_names"],
                    var_names=arrays["var_names"], settings=meta["settings"], cells=arrays.get("cells"),
                    genes=arrays.get("genes"))
-
-
-def _fit_grid(cls, data, points: list[dict], shared: dict) -> list:
-    """A grid family's points that differ only in its ``hparams``: one ``fit_many`` call (vmapped
-    over points × restarts; restart keys as the family's own ``fit`` draws them: the seed's key for
-    one restart, its split for several), each point's best restart as the family's model."""
-    import jax
-    import jax.numpy as jnp
-
-    from ._fit import completed_trace, fit_many
-    from ._inputs import read
-    from ._validate import check_nonnegative_float, check_positive_int
-
-    names = cls.hparams._fields
-    static = {k: v for k, v in points[0].items() if k not in names}
-    rows = []
-    for point in points:
-        if {k: v for k, v in point.items() if k not in names} != static:
-            raise ValueError("grid points must differ only in " + ", ".join(names))
-        defaults = cls.hparams()
-        rows.append(cls.hparams(*(check_nonnegative_float(point.get(n, getattr(defaults, n)), n) for n in names)))
-    opts = dict(inspect_defaults(cls.fit), **shared)
-    inp = read(data, cls.inputs, shared.get("layer"))
-    k = check_positive_int(static.get("n_components"), "n_components")
-    cls.check_grid_data(inp.X, k)
-    n_init = check_positive_int(opts["n_init"], "n_init")
-    max_iter = check_positive_int(opts["max_iter"], "max_iter")
-    tol = check_nonnegative_float(opts["tol"], "tol")
-    chunk = 10
-    alg = cls.algorithm({**{k: v for k, v in opts.items() if k in static or k not in ("layer", "mesh", "progress")}, **static})
-    dtype = jnp.float64 if (jax.config.jax_enable_x64 and np.asarray(inp.X).dtype == np.float64) else jnp.float32
-    X = cls.algorithm_data(jnp.asarray(inp.X, dtype))
-    keys = cls.restart_keys(int(opts["seed"]), n_init)
-    grid = jax.tree_util.tree_map(lambda *xs: jnp.asarray(xs, dtype), *rows)
-    many = fit_many(alg, X, grid, keys, max_iter=max_iter, tol=tol, chunk_size=chunk)
-    out = []
-    for j, point in enumerate(points):
-        best = jax.tree_util.tree_map(lambda x: np.asarray(x[j]), many.best)
-        trace, trace_iter = completed_trace(best, chunk)
-        info = {"objective": float(trace[-1]), "n_iter": int(best.n_iter), "converged": bool(best.converged),
-                "trace": trace, "trace_iter": trace_iter, "restart_objectives": np.asarray(many.objective[j])}
-        settings = {**{k: v for k, v in opts.items() if k not in ("mesh", "progress")}, **point,
-                    "named_variables": inp.named}
-        out.append(cls.from_arrays(cls.state_arrays(best.state), info, inp.obs_names, inp.var_names, settings, X=inp.X))
-    return out
-
-
-def inspect_defaults(fn) -> dict:
-    """The keyword defaults of ``fn`` (a family's ``fit``)."""
-    import inspect
-
-    return {n: p.default for n, p in inspect.signature(fn).parameters.items()
-            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
 
 
 def _json_default(obj):

@@ -339,7 +339,7 @@ class BinomialModel(AlleleFitted):
         """Points that differ only in their priors: one compiled call vmapped over priors ×
         restarts (:func:`jaxfactor.mixture._binomial.fit_binomial_grid`), each equal to its own fit."""
         from .._inputs import allele_layers
-        from .._protocol import inspect_defaults
+        from .._grid import inspect_defaults
         from ._binomial import fit_binomial_grid
 
         if len(points) == 1 or shared.get("mesh") is not None:
