@@ -337,10 +337,12 @@ def test_vae_demo_config(tmp_path, capsys):
 
     out = tmp_path / "o"
     sets = ["data.n_cells=300", "data.n_genes=40", "model.n_hidden=32", "fit.max_iter=4", "model.batch_size=32",
-            "model.n_importance=5", "sweep.n_components=[3]"]
+            "model.n_importance=5", "sweep.n_components=[3]", "sweep.lr=[0.001, 0.003]"]
     code = main(["run", str(REPO / "experiments" / "vae_demo.toml"), "--out", str(out), *sum((["--set", s] for s in sets), [])])
     assert code == 0, capsys.readouterr().err
     assert "chosen by heldout_neg_elbo" in capsys.readouterr().out
+    rows = json.loads((out / "metrics.json").read_text())["points"]  # the lr points trained side by side (one group)
+    assert [r["lr"] for r in rows] == [0.001, 0.003] and all(np.isfinite(r["heldout_neg_elbo"]) for r in rows)
     res = anndata.read_h5ad(out / "result.h5ad")
     assert res.obsm["X_vae"].shape == (300, 3) and "vae" in res.uns
     metrics = json.loads((out / "metrics.json").read_text())["points"][0]
@@ -381,3 +383,27 @@ def test_trains_under_x64():
     with jax.enable_x64(True):
         model = jaxfactor.family("vae").fit(jaxfactor.family("vae").model.simulate(0), 2, max_iter=2)
     assert all(np.isfinite(s.value) for s in model.scores().values())
+
+
+def test_grid_trains_points_side_by_side_each_equal_to_its_own_fit(sim):
+    """``fit_points`` over the training's numbers (what a runner sweep over ``lr`` runs): one
+    vmapped epoch for all points, each equal to its own ``fit`` up to float32 rounding; a point
+    whose loss diverges is skipped with the reason and the others go on."""
+    import jaxfactor
+
+    model = jaxfactor.family("vae").model
+    kw = dict(max_iter=4, n_importance=0, seed=1, n_hidden=32, batch_size=32, kl_warmup_epochs=5.0)
+    points = [{"n_components": 3, "lr": 3e-3}, {"n_components": 3, "lr": 1e-2, "weight_decay": 1e-4},
+              {"n_components": 3, "lr": 1e30}]
+    grid = model.fit_points(sim.counts, points, **kw)
+    assert isinstance(grid[2], str) and "not finite" in grid[2] and "lr=1e+30" in grid[2]
+    for point, got in zip(points[:2], grid[:2]):
+        want = model.fit(sim.counts, **point, **kw)
+        assert got.settings["lr"] == point["lr"] and got.result.n_epochs == 4
+        for name, s in want.scores().items():
+            np.testing.assert_allclose(got.scores()[name].value, s.value, rtol=1e-5)
+        np.testing.assert_allclose(got.transform(sim.counts), want.transform(sim.counts), rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="differ only in"):
+        model.fit_points(sim.counts, [{"n_components": 3, "lr": 1e-3}, {"n_components": 3, "n_hidden": 8}], **kw)
+    with pytest.raises(ValueError, match="lr"):
+        model.fit_points(sim.counts, [{"n_components": 3, "lr": -1.0}, {"n_components": 3, "lr": 1e-3}], **kw)

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -42,7 +43,7 @@ from ._vae_train import VAEData, VAEHparams, VAEState, data_constant, make_data,
 FORMAT = "jaxfactor-vae-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.msgpack"
 
-__all__ = ["VAEFit", "fit_vae", "load_checkpoint", "save_checkpoint", "checkpoint_bytes", "checkpoint_from_bytes",
+__all__ = ["VAEFit", "fit_vae", "fit_vae_grid", "load_checkpoint", "save_checkpoint", "checkpoint_bytes", "checkpoint_from_bytes",
            "OBSM_KEY"]
 
 
@@ -192,11 +193,148 @@ def fit_vae(
       :class:`VAEFit`. Raises ``ValueError`` on bad input (before compiling) and
       ``FloatingPointError`` naming the step when a minibatch loss is not finite.
     """
+    prep = _prepare(data, layer, kind, likelihood, n_components, n_hidden, n_layers, dropout_rate, norm, transform,
+                    batch_size, max_iter, lr, weight_decay, adam_eps, kl_warmup_epochs, validation_fraction, early_stopping,
+                    patience, min_delta, restore_best, seed, val_every, checkpoint_every, resume, eval_chunk, mesh)
+    fit, alg, vd, hpc, fit_const, prev = prep
+    ckpt = os.path.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir else None
+    resumed_from = None
+    if prev is not None and prev.extra.get("path"):
+        resumed_from = (prev.extra["path"], prev.n_epochs)
+    try:
+        _train_loop(fit, alg, vd, hpc, fit.settings["max_epochs"], val_every, ckpt, checkpoint_every, progress,
+                    resumed_from, fit_const)
+    finally:
+        if mesh is not None:  # inference and checkpoints work on one device
+            fit.state = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)), fit.state)
+    if obsm_key and hasattr(data, "obsm"):
+        fit.encode(data, layer=layer, obsm_key=obsm_key)
+    return fit
+
+
+#: the fit_vae arguments that are numbers of the training (``VAEHparams``): a grid varies them
+GRID_OPTIONS = ("lr", "weight_decay", "adam_eps", "kl_warmup_epochs", "min_delta", "patience")
+
+
+def fit_vae_grid(data, grid, *, progress: bool = False, **kwargs) -> list:
+    """One network per point of ``grid`` (dicts of :data:`GRID_OPTIONS`: learning rate, weight
+    decay, Adam's eps, KL warm-up epochs, early stopping's ``min_delta`` and ``patience``), all
+    else as :func:`fit_vae` with ``kwargs``, trained side by side: every epoch is one compiled
+    call of the epoch step ``vmap``-ped over the points (the hyperparameters are pytree data of
+    the algorithm, so one program serves the grid). Every point starts from the same initial
+    weights and minibatch order as its own ``fit_vae`` and equals it up to float32 rounding.
+
+    Returns one :class:`VAEFit` per point, or a string for a point whose training loss turned
+    non-finite (that point stops; the others go on). No mesh, checkpoint or resume (train those
+    one by one with :func:`fit_vae`). A point's ``history['seconds']`` is its share of the epoch.
+    """
+    grid = [dict(g) for g in grid]
+    if not grid:
+        raise ValueError("grid is empty; give at least one dict of " + ", ".join(GRID_OPTIONS))
+    for g in grid:
+        bad = sorted(set(g) - set(GRID_OPTIONS))
+        if bad:
+            raise ValueError(f"grid point option(s) {bad} cannot be trained side by side; vary only "
+                             + ", ".join(GRID_OPTIONS) + " (train other settings one by one)")
+        for k, v in g.items():
+            _int(v, k) if k == "patience" else _num(v, k)
+    for k in ("mesh", "checkpoint_dir", "resume"):
+        if kwargs.get(k) is not None:
+            raise ValueError(f"fit_vae_grid trains on one device without checkpoints; {k} is for fit_vae, one point at a time")
+    defaults = {n: p.default for n, p in inspect.signature(fit_vae).parameters.items()}
+    kw = {**defaults, **kwargs}
+    order = ("data", "layer", "kind", "likelihood", "n_components", "n_hidden", "n_layers", "dropout_rate", "norm",
+             "transform", "batch_size", "max_iter", "lr", "weight_decay", "adam_eps", "kl_warmup_epochs",
+             "validation_fraction", "early_stopping", "patience", "min_delta", "restore_best", "seed", "val_every",
+             "checkpoint_every", "resume", "eval_chunk", "mesh")
+    unknown = sorted(set(kwargs) - set(order) - {"obsm_key"})
+    if unknown:
+        raise ValueError(f"unknown fit_vae_grid option(s) {unknown}")
+    kw["data"] = data
+    base, alg, vd, _, constant, _ = _prepare(*(kw[k] for k in order))
+    hps = [base.hparams._replace(**{k: float(v) for k, v in g.items()}) for g in grid]
+    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *(_canonical_hp(h) for h in hps))
+    key = jax.random.PRNGKey(base.settings["seed"])
+    states = _init_many(alg, key, vd, stacked)
+    return _train_many(base, alg, vd, hps, stacked, states, int(kw["val_every"]), progress, constant)
+
+
+@partial(jax.jit, static_argnums=0)
+def _init_many(alg, key, data, hps):
+    return jax.vmap(alg.init, in_axes=(None, None, 0))(key, data, hps)
+
+
+@partial(cpu_jit, static_argnums=0)
+def _epoch_many(alg, states, data, hps):
+    return jax.vmap(alg.step, in_axes=(0, None, 0))(states, data, hps)
+
+
+@partial(cpu_jit, static_argnums=0)
+def _objective_many(alg, states, data, hps):
+    return jax.vmap(alg.objective, in_axes=(0, None, 0))(states, data, hps)
+
+
+def _train_many(base: VAEFit, alg, vd: VAEData, hps, stacked, states, val_every, progress, constant) -> list:
+    """The epochs of a grid (see :func:`fit_vae_grid`): until every point has run ``max_epochs``,
+    stopped early or turned non-finite."""
+    from tqdm.auto import tqdm
+
+    max_epochs = base.settings["max_epochs"]
+    es = base.settings["early_stopping"]
+    nb = steps_per_epoch(base.train_index.size, base.settings["batch_size"])
+    P = len(hps)
+    hist = [{"epoch": [], "train_loss": [], "val_loss": [], "seconds": []} for _ in range(P)]
+    done = np.zeros(P, np.int64)
+    live = np.ones(P, bool)
+    epoch_seconds = []
+    with tqdm(total=max_epochs, unit="epoch", disable=not progress or bool(os.environ.get("CI"))) as bar:
+        while live.any():
+            t0 = time.perf_counter()
+            new = _epoch_many(alg, states, vd, stacked)
+            ep, nan_step, loss, stopped, val = jax.device_get((new.epoch, new.nan_step, new.train_loss, new.stopped,
+                                                               new.val_loss))
+            if not es:
+                val = (np.asarray(jax.device_get(_objective_many(alg, new, vd, stacked)))
+                       if val_every and int(ep.max()) % val_every == 0 else np.full(P, np.nan))
+            secs = time.perf_counter() - t0
+            epoch_seconds.append(secs)
+            ran = live & (ep > done)
+            for p in np.flatnonzero(ran):
+                for k, v in (("epoch", int(ep[p])), ("train_loss", float(loss[p]) + constant), ("val_loss", float(val[p])),
+                             ("seconds", secs / ran.sum())):
+                    hist[p][k].append(v)
+            done = np.asarray(ep)
+            live = live & (done < max_epochs) & ~np.asarray(stopped) & (np.asarray(nan_step) < 0)
+            states = new
+            bar.update(1)
+    compile_seconds = max(epoch_seconds[0] - float(np.median(epoch_seconds[1:])), 0.0) if len(epoch_seconds) > 1 \
+        else float("nan")
+    out = []
+    for p, hp in enumerate(hps):
+        if int(nan_step[p]) >= 0:
+            s = int(nan_step[p])
+            out.append(f"training loss is not finite at step {s} (epoch {s // nb + 1}, minibatch {s % nb + 1} of {nb}) "
+                       "with " + ", ".join(f"{k}={getattr(hp, k):g}" for k in GRID_OPTIONS) + "; lower lr")
+            continue
+        fit = VAEFit(base.config, hp, dict(base.settings), jax.tree_util.tree_map(lambda x: x[p], states),
+                     {k: np.asarray(v, np.int64 if k == "epoch" else np.float64) for k, v in hist[p].items()},
+                     base.genes, base.n_input_genes, base.gene_names, base.train_index, base.val_index,
+                     base.library_median, base.cells)
+        fit.compile_seconds = compile_seconds
+        out.append(fit)
+    return out
+
+
+def _prepare(data, layer, kind, likelihood, n_latent, n_hidden, n_layers, dropout_rate, norm, transform, batch_size,
+             max_epochs, lr, weight_decay, adam_eps, kl_warmup_epochs, validation_fraction, early_stopping, patience,
+             min_delta, restore_best, seed, val_every, checkpoint_every, resume, eval_chunk, mesh):
+    """Everything of ``fit_vae`` before the epochs: the checked input, the cells and genes kept,
+    the split, the network, the algorithm, its data and the initial state (in a ``VAEFit``);
+    returns ``(fit, algorithm, data, canonical hparams, data constant, resumed checkpoint)``."""
     from .._cells import check_cell_mesh
 
-    n_latent, max_epochs = n_components, max_iter
     check_cell_mesh(mesh)
-    mat, adata, names = read_input(data, layer)
+    mat, _, names = read_input(data, layer)
     prev = load_checkpoint(resume) if isinstance(resume, (str, os.PathLike)) else resume
     if prev is not None:
         config, hp = prev.config, prev.hparams
@@ -235,7 +373,7 @@ def fit_vae(
     n_drop_c, n_drop_g = mat.shape[0] - cells.size, mat.shape[1] - genes.size
     if prev is None and (n_drop_c or n_drop_g):
         warnings.warn(f"dropped {n_drop_c} all-zero cells and {n_drop_g} all-zero genes before training", UserWarning,
-                      stacklevel=2)
+                      stacklevel=4)
     if prev is None:
         config = VAEConfig(n_genes=int(genes.size), n_latent=int(n_latent), n_hidden=int(n_hidden), n_layers=int(n_layers),
                            dropout_rate=float(dropout_rate), norm=norm, likelihood=likelihood, kind=kind, transform=transform)
@@ -286,18 +424,7 @@ def fit_vae(
         state = _replicate(mesh, state)
     fit = VAEFit(config, hp, settings, state, history, genes, int(mat.shape[1]), names, train_index, val_index,
                  library_median, cells)
-    ckpt = os.path.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir else None
-    resumed_from = None
-    if prev is not None and prev.extra.get("path"):
-        resumed_from = (prev.extra["path"], prev.n_epochs)
-    try:
-        _train_loop(fit, alg, vd, hpc, max_epochs, val_every, ckpt, checkpoint_every, progress, resumed_from, fit_const)
-    finally:
-        if mesh is not None:  # inference and checkpoints work on one device
-            fit.state = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)), fit.state)
-    if adata is not None and obsm_key:
-        fit.encode(adata, layer=layer, obsm_key=obsm_key)
-    return fit
+    return fit, alg, vd, hpc, fit_const, prev
 
 
 def _mesh_data(mesh, x_train, x_val, eval_chunk: int) -> VAEData:

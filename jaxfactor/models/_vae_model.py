@@ -41,11 +41,50 @@ class VAEModel(Fitted):
         training, the held-out cells (else the training ones) are scored: negative ELBO,
         reconstruction error, KL and, for a VAE with ``n_importance > 0``, the importance-weighted
         log p(x) (:meth:`jaxfactor.models.VAEFit.evaluate`)."""
+        aliases = {k: options.pop(k) for k in ("k", "n_clones", "n_latent", "n_restarts", "max_epochs") if k in options}
+        opts = dict(kind=kind, likelihood=likelihood, n_hidden=n_hidden, n_layers=n_layers, dropout_rate=dropout_rate,
+                    norm=norm, transform=transform, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                    kl_warmup_epochs=kl_warmup_epochs, validation_fraction=validation_fraction,
+                    early_stopping=early_stopping, patience=patience, **options)
+        return cls._train(data, None, n_components, layer, n_init, max_iter, tol, seed, mesh, progress, n_importance,
+                          aliases, opts)[0]
+
+    #: the numbers of the training (``VAEHparams``) that a sweep trains side by side, vmapped
+    sweep_together = ("lr", "weight_decay", "adam_eps", "kl_warmup_epochs", "min_delta", "patience")
+
+    @classmethod
+    def fit_points(cls, data, points: list[dict], **shared) -> list:
+        """Points that differ only in the training's numbers (``sweep_together``: learning rate,
+        weight decay, KL warm-up, ...) are trained side by side: one network per point, one
+        compiled epoch vmapped over the points (:func:`jaxfactor.models.fit_vae_grid`); each
+        point equals its own ``fit`` up to float32 rounding. A point whose loss turns non-finite
+        is skipped (a string says why) and the others go on. With a cell ``mesh``, a checkpoint
+        or a single point: one ``fit`` per point."""
+        if len(points) == 1 or shared.get("mesh") is not None or shared.get("checkpoint_dir") or shared.get("resume"):
+            return [cls.fit(data, **point, **shared) for point in points]
+        rest = [{k: v for k, v in p.items() if k not in cls.sweep_together} for p in points]
+        if any(r != rest[0] for r in rest):
+            raise ValueError("points trained together must differ only in " + ", ".join(cls.sweep_together))
+        import inspect
+
+        defaults = {n: p.default for n, p in inspect.signature(cls.fit).parameters.items()
+                    if p.kind is p.KEYWORD_ONLY}
+        kw = {**defaults, **rest[0], **shared}
+        named = ("layer", "n_init", "max_iter", "tol", "seed", "mesh", "progress", "n_importance")
+        aliases = {k: kw.pop(k) for k in ("k", "n_clones", "n_latent", "n_restarts", "max_epochs") if k in kw}
+        n_components = kw.pop("n_components", None)
+        args = [kw.pop(k) for k in named]
+        grid = [{k: v for k, v in p.items() if k in cls.sweep_together} for p in points]
+        return cls._train(data, grid, n_components, *args, aliases, kw)
+
+    @classmethod
+    def _train(cls, data, grid, n_components, layer, n_init, max_iter, tol, seed, mesh, progress, n_importance,
+               aliases, opts) -> list:
+        """One model (``grid=None``) or one per grid point (a list of ``sweep_together`` dicts)."""
         from .._inputs import read
         from .._protocol import vocabulary as _vocab
-        from ._vae_api import fit_vae
+        from ._vae_api import fit_vae, fit_vae_grid
 
-        aliases = {k: options.pop(k) for k in ("k", "n_clones", "n_latent", "n_restarts", "max_epochs") if k in options}
         n_components, n_init, max_iter = _vocab("vae", n_components, n_init, aliases, max_iter)
         if n_init != 1:
             raise ValueError("vae trains one network per fit; n_init must be 1 (sweep seeds for restarts)")
@@ -54,15 +93,24 @@ class VAEModel(Fitted):
                              "tol does not apply")
         n_components = 10 if n_components is None else n_components
         inp = read(data, "matrix", layer, sparse_ok=True)  # fit_vae checks what its likelihood needs (counts, >= 0)
-        fit = fit_vae(inp.X, n_components=n_components, max_iter=max_iter or None, seed=seed, progress=progress,
-                      mesh=mesh, obsm_key=None, kind=kind, likelihood=likelihood, n_hidden=n_hidden, n_layers=n_layers,
-                      dropout_rate=dropout_rate, norm=norm, transform=transform, batch_size=batch_size, lr=lr,
-                      weight_decay=weight_decay, kl_warmup_epochs=kl_warmup_epochs,
-                      validation_fraction=validation_fraction, early_stopping=early_stopping, patience=patience, **options)
+        kw = dict(n_components=n_components, max_iter=max_iter or None, seed=seed, progress=progress, **opts)
+        if grid is None:
+            fits = [fit_vae(inp.X, mesh=mesh, obsm_key=None, **kw)]
+        else:
+            fits = fit_vae_grid(inp.X, grid, **kw)
+        return [f if isinstance(f, str) else cls._from_fit(f, inp, n_components, layer, seed, n_importance)
+                for f in fits]
+
+    @classmethod
+    def _from_fit(cls, fit, inp, n_components, layer, seed, n_importance) -> "VAEModel":
+        """The fitted model of a trained network: its held-out cells (else the training ones)
+        scored, the settings recorded and the cells' embedding kept."""
+        kind = fit.config.kind
         held = fit.cells[fit.val_index] if fit.val_index.size else fit.cells[fit.train_index]
         ev = fit.evaluate(inp.X[held], n_importance=n_importance if kind == "vae" else 0, seed=seed)
         secs = np.asarray(fit.history["seconds"])
         settings = {**{k: v for k, v in fit.settings.items() if v is not None},
+                    **{k: float(v) for k, v in fit.hparams._asdict().items() if k in cls.sweep_together},
                     **dict(n_components=int(n_components), n_init=1, max_iter=int(fit.n_epochs), seed=int(seed),
                            layer=layer, named_variables=inp.named, n_importance=int(n_importance),
                            heldout={k: float(v) for k, v in ev.items()}, n_heldout=int(held.size),
