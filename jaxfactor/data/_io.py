@@ -2,6 +2,9 @@
 
 Readers return the matrix and, for AnnData input, the AnnData object itself so that results can
 be written back into ``obsm``/``varm``. They never modify the file they read.
+
+:func:`write_h5ad` writes every ``.h5ad`` output: built in memory, then written with plain file
+I/O and renamed into place, so that a full disk is a one-line error (not a crash inside h5py).
 """
 
 from __future__ import annotations
@@ -120,3 +123,76 @@ def load_any(path: str, **kw: Any):
         return read_h5ad(path, kw.get("layer"), transpose=kw.get("transpose", False))
     kw.pop("layer", None)
     return read_matrix(path, fmt=fmt, **kw), None
+
+
+def space_errnos() -> tuple:
+    """The errnos of a full disk, a full quota and a file-size limit (ENOSPC, EDQUOT, EFBIG)."""
+    import errno
+
+    return tuple(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, n))
+
+
+def write_failed(what: str, exc: OSError, tail: str = "nothing was written there") -> str:
+    """The one-line message of a failed write of ``what`` (a path, quoted by the caller)."""
+    why = " ".join(str(exc.strerror or exc).split())
+    if exc.errno in space_errnos():
+        fix = "free space (or raise the file-size limit) or choose another --out"
+    else:
+        fix = "check the folder's permissions and free space, or choose another --out"
+    return f"cannot write {what} ({why}); {fix}; {tail}"
+
+
+class WriteFailed(ValueError):
+    """A write that the OS refused (``errno``, ``filename`` as the ``OSError`` had them), as a
+    one-line ``ValueError``."""
+
+    def __init__(self, path: str, exc: OSError):
+        super().__init__(write_failed(repr(path), exc))
+        self.errno, self.strerror, self.filename = exc.errno, exc.strerror, path
+
+
+def write_h5ad(adata, path: str) -> str:
+    """Write ``adata`` to ``path`` as ``.h5ad``, atomically and with a failed write a one-line
+    ``ValueError``; returns ``path``.
+
+    HDF5 never touches the disk: the file is built in memory (h5py on a ``BytesIO``, through
+    ``anndata.io.write_elem``, the same encoding ``AnnData.write_h5ad`` writes), then its bytes go
+    to ``PATH.tmp-PID`` with plain file I/O and are renamed to ``path`` when complete. A full disk
+    or a file-size limit (ENOSPC, EDQUOT, EFBIG) is therefore an ``OSError`` Python sees, not an
+    error inside h5py's close path (where it crashed the process); it is raised as
+    :class:`WriteFailed` (a ``ValueError``), the temporary is removed and ``path`` is left as it
+    was. The cost is one copy of the file in memory while it is written. Like ``AnnData.write_h5ad``, string columns of obs/var become categoricals in ``adata``.
+    """
+    import io
+
+    import h5py
+    from anndata.io import write_elem
+
+    if adata.isbacked:
+        adata = adata.to_memory()
+    adata.strings_to_categoricals()  # as AnnData.write_h5ad does
+    if adata.raw is not None:
+        adata.strings_to_categoricals(adata.raw.var)
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        write_elem(f, "/", adata)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        view = buf.getbuffer()
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(view)
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            view.release()
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise WriteFailed(path, exc) from None
+    finally:
+        buf.close()
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+    return path

@@ -86,9 +86,10 @@ def _n_clones(text: str):
 
 
 def _check_out(out: str, inputs: list[str], force: bool) -> None:
-    from ._output import check_out_dir
+    from ._output import check_free_space, check_out_dir, output_estimate
 
     check_out_dir(out, force, inputs)
+    check_free_space(out, output_estimate(inputs))
 
 
 def load_input(path: str):
@@ -114,9 +115,10 @@ def write_outputs(folder: str, out, *, figures: bool, extra_lines: list[str] = (
     import pandas as pd
 
     from ..clones import plot
+    from ..data._io import write_h5ad
 
     u = out.uns["clones"]
-    out.write_h5ad(os.path.join(folder, "result.h5ad"))
+    write_h5ad(out, os.path.join(folder, "result.h5ad"))
     cols = [c for c in ("clone", "clone_prob_max", "cancer_prob", "cancer_call", "n_variants_covered") if c in out.obs]
     calls = out.obs[cols].copy()
     prob = pd.DataFrame(np.asarray(out.obsm["clone_prob"]), index=out.obs_names,

@@ -10,6 +10,10 @@ from contextlib import contextmanager
 import numpy as np
 import tomli_w
 
+from ..data._io import WriteFailed, space_errnos, write_failed
+
+FLOOR_BYTES = 4 << 20  # the least free space a run, predict or clones call asks for (small outputs, figures, lock)
+
 
 def overlaps(out: str, path: str) -> bool:
     """Whether writing (or replacing) ``out`` would touch ``path``: the same path, ``path`` inside
@@ -31,6 +35,62 @@ def check_out_dir(out: str, force: bool, inputs=()) -> None:
     parent = os.path.dirname(os.path.abspath(out))
     if os.path.exists(parent) and not os.path.isdir(parent):
         raise ValueError(f"cannot create {out!r}: {parent!r} is not a folder")
+
+
+def path_bytes(path: str) -> int:
+    """Size of a file, or of every file under a folder; 0 for what does not exist."""
+    if not path or not os.path.exists(path):
+        return 0
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def simulated_bytes(data: dict) -> int:
+    """A bound on a simulator's matrices from its config: cells x variables x 8 bytes x 3 layers
+    (``n_cells``/``n_samples`` by ``n_features``/``n_variants``/``n_genes``; 0 if it has none)."""
+    rows = next((data[k] for k in ("n_cells", "n_samples", "n_obs") if isinstance(data.get(k), int)), 0)
+    cols = next((data[k] for k in ("n_features", "n_variants", "n_genes", "n_vars") if isinstance(data.get(k), int)), 0)
+    return max(int(rows), 0) * max(int(cols), 0) * 24
+
+
+def output_estimate(inputs=(), data_bytes: int = 0) -> int:
+    """A cheap estimate of what a run writes: the results hold the input's matrices once more plus
+    per-point arrays, so twice the inputs' bytes, and never less than :data:`FLOOR_BYTES`."""
+    return FLOOR_BYTES + 2 * (sum(path_bytes(p) for p in inputs) + int(data_bytes))
+
+
+def _existing_parent(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        up = os.path.dirname(path)
+        if up == path:
+            break
+        path = up
+    return path if os.path.isdir(path) else os.path.dirname(path)
+
+
+def check_free_space(out: str, need: int) -> None:
+    """One line before anything is fitted if the place ``out`` would be written has less free space
+    than ``need`` bytes (measured at its nearest existing parent folder). An estimate: a write
+    that still runs out of space fails cleanly later (:func:`write_h5ad`, :func:`atomic_dir`)."""
+    where = _existing_parent(out)
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return  # cannot tell: the write itself reports a full disk
+    need = max(int(need), FLOOR_BYTES)
+    if free < need:
+        mb = lambda n: f"{n / 2**20:,.0f}" if n >= 2**20 else f"{n / 2**20:.2f}"  # noqa: E731
+        raise ValueError(f"not enough free space at {where!r}: need ~{mb(need)} MB, {mb(free)} MB free; "
+                         f"free space or choose another --out")
 
 
 def _alive(pid: int) -> bool:
@@ -115,6 +175,13 @@ def atomic_dir(out: str, force: bool):
     os.makedirs(tmp)
     try:
         yield tmp
+    except (OSError, WriteFailed) as exc:  # a full disk, a file-size limit: one line, nothing left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, WriteFailed) or exc.errno in space_errnos():
+            file = os.path.basename(exc.filename) if isinstance(exc.filename, str) else "a file"
+            kept = f"{out!r} is left as it was" if os.path.exists(out) else "nothing was written"
+            raise ValueError(write_failed(f"{out!r}", exc, f"{file} was being written; {kept}")) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -39,6 +39,7 @@ import numpy as np
 
 from .. import __version__
 from .._inputs import check_block
+from ..data._io import write_h5ad
 from ._predictor import PREDICTORS, Predictor, lookup, register
 
 
@@ -292,6 +293,7 @@ def _predict(run_dir: str, data: str, out: str, *, batch_size, device, x64, log)
     import anndata
 
     from ._devices import resolve_device
+    from ._output import FLOOR_BYTES, check_free_space
 
     t_start = time.perf_counter()
     model, config, fitted = _read_run(run_dir)
@@ -300,6 +302,8 @@ def _predict(run_dir: str, data: str, out: str, *, batch_size, device, x64, log)
     pred = PREDICTORS[model]
     cells = BackedCells(data)
     try:
+        # the output: DATA's obs and a few columns per cell (up to 64 float32 each), before compiling
+        check_free_space(out, FLOOR_BYTES + 2 * int(cells.obs.memory_usage(deep=True).sum()) + 256 * cells.n_obs)
         names = pred.inputs(config)
         mats = [cells.matrix(name) for name in names]
         kind = pred.input_kind(config) if pred.input_kind is not None else None
@@ -352,13 +356,7 @@ def _predict(run_dir: str, data: str, out: str, *, batch_size, device, x64, log)
                                           "jaxfactor_version": __version__, "batch_size": B, "device": str(dev)}
     finally:
         cells.close()
-    tmp = f"{out}.tmp-{os.getpid()}.h5ad"
-    try:
-        adata.write_h5ad(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_h5ad(adata, out)  # atomically (OUT.tmp-PID, renamed); a full disk is one line, out untouched
     total = time.perf_counter() - t_start
     rate = n_obs / seconds * 60 if seconds > 0 else float("inf")
     log(f"wrote {out}: {model} predictions for {n_obs} cells in {seconds:.2f} s ({rate:,.0f} cells/min on {dev}; "

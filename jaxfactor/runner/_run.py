@@ -21,11 +21,13 @@ import numpy as np
 from .. import __version__
 from .._fit import _place, compile_fit_many, completed_trace
 from ..data import SIMULATORS, load_any
+from ..data._io import write_h5ad
 from ._config import RunConfig, load_config
 from ._devices import resolve_device
 from ._distributed import from_process_0, is_writer
 from ._models import to_device_array
-from ._output import atomic_dir, check_out_dir, out_lock, write_figures, write_json, write_toml
+from ._output import (atomic_dir, check_free_space, check_out_dir, out_lock, output_estimate, simulated_bytes, write_figures,
+                      write_json, write_toml)
 from ._resume import PipelineStore, PointCache, SweepStore
 from ._sharding import check_bytes, check_memory, describe, make_mesh
 
@@ -293,7 +295,7 @@ def _write_results(tmp: str, cfg: RunConfig, data: LoadedData, records: list[dic
             add_suffixed(adata, m.to_anndata(None), m.family, f"_{r['id']}")
     if data.transposed and base is not None:
         adata = adata.T
-    adata.write_h5ad(os.path.join(tmp, "result.h5ad"))
+    write_h5ad(adata, os.path.join(tmp, "result.h5ad"))
     models[pick].save(os.path.join(tmp, MODEL_DIR))
     for r in records:
         np.savez(os.path.join(tmp, f"{r['id']}.npz"), **r["arrays"], trace=r["trace"], trace_iter=r["trace_iter"])
@@ -375,7 +377,7 @@ def _run_pipeline(cfg: RunConfig, out: str, force: bool, log=_log):
         with atomic_dir(out, force) as tmp:
             write_toml(os.path.join(tmp, "config.toml"), cfg.raw)
             write_json(os.path.join(tmp, "metrics.json"), {**meta, "points": [{k: v for k, v in r.items() if k != "summary"} for r in outcome.records]})
-            outcome.adata.write_h5ad(os.path.join(tmp, "result.h5ad"))
+            write_h5ad(outcome.adata, os.path.join(tmp, "result.h5ad"))
             for name, table in outcome.tables.items():
                 pd.DataFrame(table).to_csv(os.path.join(tmp, name), index=False)
             if outcome.files is not None:
@@ -432,6 +434,7 @@ def run(config_path: str, *, overrides: list[str] = (), out: str | None = None, 
     cfg = load_config(config_path, overrides)
     out = out or os.path.join("runs", os.path.splitext(os.path.basename(config_path))[0])
     check_out_dir(out, force, inputs=[config_path, cfg.data.get("path", "")])
+    check_free_space(out, output_estimate([cfg.data.get("path", "")], simulated_bytes(cfg.data)))
     with out_lock(out) if is_writer() else nullcontext():
         if cfg.spec.pipeline is not None:
             return _run_pipeline(cfg, out, force, log)
