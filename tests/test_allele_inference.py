@@ -63,6 +63,24 @@ def test_svi_minibatch_restarts_and_cache(small):
     assert adjusted_rand_index(rs.labels, sim.labels) >= 0.9
 
 
+def test_learning_rates_side_by_side_equal_their_own_fits(small):
+    """A sweep over lr is one vmapped SVI program (restarts × learning rates in one batch, the
+    learning rate data of the optimiser state): each point equals its own fit; a diverging
+    learning rate is skipped with the reason, the others go on."""
+    from jaxfactor.models import fit_allele_svi_grid
+
+    kw = dict(max_iter=200, seed=0, n_init=2, restart_steps=100)
+    grid = fit_allele_svi_grid(small.alt, small.depth, 2, [0.02, 0.05, 1e4], **kw)
+    assert isinstance(grid[2], str) and "SVI diverged at step" in grid[2] and "lr=10000" in grid[2]
+    for lr, got in zip((0.02, 0.05), grid):
+        want = fit_allele_svi(small.alt, small.depth, 2, lr=lr, **kw)
+        np.testing.assert_allclose(got.losses, want.losses, rtol=1e-4)
+        np.testing.assert_allclose(got.restart_losses, want.restart_losses, rtol=1e-4)
+        np.testing.assert_allclose(got.clone_prob, want.clone_prob, atol=1e-4)
+    with pytest.raises(ValueError, match="lr"):
+        fit_allele_svi_grid(small.alt, small.depth, 2, [0.05, -1.0], **kw)
+
+
 def test_svi_divergence_names_the_step(small):
     with pytest.raises(FloatingPointError, match=r"SVI diverged at step \d+"):
         fit_allele_svi(small.alt, small.depth, 2, num_steps=100, lr=1e3)

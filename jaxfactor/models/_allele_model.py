@@ -57,11 +57,39 @@ class AlleleModel(AlleleFitted):
     def fit(cls, data, n_components=None, *, layer=None, n_init=3, max_iter=2000, tol=None, seed=0, mesh=None,
             progress=False, likelihood="binomial", guide="delta", lr=0.05, restart_steps=200, batch_size=0,
             filter=False, min_maf=5.0, filter_germline=True, min_cell_coverage=10.0, **aliases):
+        return cls._fit_lrs(data, n_components, [lr], layer=layer, n_init=n_init, max_iter=max_iter, seed=seed,
+                            mesh=mesh, likelihood=likelihood, guide=guide, restart_steps=restart_steps,
+                            batch_size=batch_size, filter=filter, min_maf=min_maf, filter_germline=filter_germline,
+                            min_cell_coverage=min_cell_coverage, aliases=aliases)[0]
+
+    #: a sweep over the learning rate runs side by side (one vmapped SVI program for all)
+    sweep_together = ("lr",)
+
+    @classmethod
+    def fit_points(cls, data, points: list[dict], **shared) -> list:
+        """Points that differ only in ``lr`` are fitted together: every start of every learning
+        rate one row of the same vmapped SVI step (:func:`jaxfactor.models.fit_allele_svi_grid`),
+        each equal to its own ``fit``; a diverged point is skipped (a string says why)."""
+        rest = [{k: v for k, v in p.items() if k != "lr"} for p in points]
+        if len(points) == 1 or any(r != rest[0] for r in rest):
+            return super().fit_points(data, points, **shared)
+        import inspect
+
+        kw = {n: p.default for n, p in inspect.signature(cls.fit).parameters.items() if p.kind is p.KEYWORD_ONLY}
+        kw.update(rest[0], **shared)
+        lrs = [p.get("lr", kw["lr"]) for p in points]
+        kw.pop("lr"), kw.pop("tol", None), kw.pop("progress", None)
+        aliases = {k: kw.pop(k) for k in ("k", "n_clones", "n_restarts", "num_steps") if k in kw}
+        return cls._fit_lrs(data, kw.pop("n_components", None), lrs, aliases=aliases, **kw)
+
+    @classmethod
+    def _fit_lrs(cls, data, n_components, lrs, *, layer, n_init, max_iter, seed, mesh, likelihood, guide, restart_steps,
+                 batch_size, filter, min_maf, filter_germline, min_cell_coverage, aliases) -> list:
         from .._inputs import allele_layers
-        from ..mixture._models import allele_fit_inputs
         from .._protocol import vocabulary as _vocab
+        from ..mixture._models import allele_fit_inputs
         from ._allele_api import _af_interval, check_svi_losses
-        from ._allele_svi import fit_allele_svi
+        from ._allele_svi import fit_allele_svi_grid
 
         n_components, n_init, max_iter = _vocab("allele_model", n_components, n_init, aliases, max_iter)
         cls._one_device(mesh)
@@ -69,16 +97,25 @@ class AlleleModel(AlleleFitted):
         ref, alt = allele_layers(ad)
         dense = lambda m: m.toarray() if hasattr(m, "toarray") else np.asarray(m)
         ref, alt = dense(ref), dense(alt)
-        res = fit_allele_svi(alt, ref + alt, n_components, max_iter=max_iter, lr=lr, guide=guide, seed=seed,
-                             likelihood=likelihood, n_init=n_init, restart_steps=restart_steps, batch_size=batch_size or None)
-        check_svi_losses(res.losses)
-        lo, hi, ci_method = _af_interval(alt, ref + alt, res, None, (1.0, 1.0))
-        settings = dict(n_components=int(n_components), n_init=int(n_init), max_iter=int(max_iter), seed=int(seed),
-                        likelihood=likelihood, guide=guide, lr=float(lr), restart_steps=int(restart_steps),
-                        batch_size=int(batch_size or 0), named_variables=inp.named,
-                        **filter_settings(filter, min_maf, filter_germline, min_cell_coverage))
-        result = AlleleModelResult(res, np.asarray(lo, np.float32), np.asarray(hi, np.float32), ci_method)
-        return cls(result, inp.obs_names, inp.var_names, settings, cells, genes)
+        fits = fit_allele_svi_grid(alt, ref + alt, n_components, lrs, max_iter=max_iter, guide=guide, seed=seed,
+                                   likelihood=likelihood, n_init=n_init, restart_steps=restart_steps,
+                                   batch_size=batch_size or None)
+        out = []
+        for lr, res in zip(lrs, fits):
+            if isinstance(res, str):
+                if len(lrs) == 1:
+                    raise FloatingPointError(res)
+                out.append(res)
+                continue
+            check_svi_losses(res.losses)
+            lo, hi, ci_method = _af_interval(alt, ref + alt, res, None, (1.0, 1.0))
+            settings = dict(n_components=int(n_components), n_init=int(n_init), max_iter=int(max_iter), seed=int(seed),
+                            likelihood=likelihood, guide=guide, lr=float(lr), restart_steps=int(restart_steps),
+                            batch_size=int(batch_size or 0), named_variables=inp.named,
+                            **filter_settings(filter, min_maf, filter_germline, min_cell_coverage))
+            result = AlleleModelResult(res, np.asarray(lo, np.float32), np.asarray(hi, np.float32), ci_method)
+            out.append(cls(result, inp.obs_names, inp.var_names, settings, cells, genes))
+        return out
 
     def params(self):
         r = self.result

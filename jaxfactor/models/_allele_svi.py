@@ -14,13 +14,17 @@ Ranganath et al., AISTATS 2014; NumPyro's ``Trace_ELBO``).
 Mechanics:
 
 - **One compiled programme per problem shape.** The SVI object, the guide and a jitted
-  ``advance(state, n)`` running ``chunk`` optimiser steps in a ``lax.scan`` are cached on
-  (cells, variants, clones, likelihood, guide, lr, minibatch, prior settings); the data and the
-  germline mask are arguments, so restarts, repeated fits and held-out selection reuse it.
-- **Restarts.** The likelihood surface is multimodal (two clones can merge while a third splits).
-  ``n_restarts`` starts, each from the pooled allele frequencies of ``K`` random cells shrunk to
-  the population AF, run ``restart_steps`` steps; the start with the lowest mean loss over its
-  last steps continues to ``num_steps``.
+  ``advance(states, ...)`` running ``chunk`` optimiser steps in a ``lax.scan`` are cached on
+  (cells, variants, clones, likelihood, guide, minibatch, prior settings); the data, the
+  germline mask and the learning rate (``optax.inject_hyperparams``: data of the optimiser
+  state) are arguments, so restarts, learning rates, repeated fits and held-out selection reuse it.
+- **Restarts and learning rates side by side.** ``advance`` is ``vmap``-ped over a batch of SVI
+  states: the likelihood surface is multimodal (two clones can merge while a third splits), so
+  ``n_init`` starts, each from the pooled allele frequencies of ``K`` random cells shrunk to
+  the population AF, run ``restart_steps`` steps together; the start with the lowest mean loss
+  over its last steps continues to ``max_iter``. :func:`fit_allele_svi_grid` adds learning
+  rates to the batch (a sweep over ``lr`` in one program). A start whose loss turns non-finite
+  is dropped; a fit is refused only when its kept start diverges.
 - **Cell minibatches.** ``batch_size`` subsamples cells with ``numpyro.plate(..., subsample_size)``;
   the likelihood term is rescaled by ``N / batch_size`` so the ELBO estimate stays unbiased
   (Hoffman et al. 2013). Clone probabilities and the reported log-likelihood always use all cells.
@@ -49,7 +53,7 @@ from .._protocol import renamed_arguments
 from .._validate import check_choice, check_int, check_number
 from ._allele import GUIDES, LIKELIHOODS, _check_data, _check_sizes, allele_model, clone_responsibilities
 
-__all__ = ["AlleleFit", "fit_allele_svi"]
+__all__ = ["AlleleFit", "fit_allele_svi", "fit_allele_svi_grid"]
 
 _SUPPORTS = {"pi": dist.constraints.simplex, "af_raw": dist.constraints.unit_interval,
              "dropout": dist.constraints.unit_interval, "error": dist.constraints.unit_interval,
@@ -76,8 +80,13 @@ def _freeze(kwargs: dict):
 
 
 @lru_cache(maxsize=16)
-def _engine(n_cells, n_variants, n_clones, likelihood, guide, lr, batch_size, chunk, frozen_kwargs):
-    """SVI object + jitted functions for one problem shape (see the module docstring)."""
+def _engine(n_cells, n_variants, n_clones, likelihood, guide, batch_size, chunk, frozen_kwargs):
+    """SVI object + jitted functions for one problem shape (see the module docstring).
+
+    The learning rate is data of the optimiser state (``optax.inject_hyperparams``), not part of
+    the program: ``start(keys, af0s, lrs, alt, depth, germ)`` builds a batch of SVI states (one
+    per start and learning rate) and ``advance(states, alt, depth, germ)`` runs ``chunk`` steps
+    of every state of the batch, ``vmap``-ped (restarts and learning rates in one program)."""
     kw = dict(frozen_kwargs)
 
     def model(a, d, germ):
@@ -87,7 +96,7 @@ def _engine(n_cells, n_variants, n_clones, likelihood, guide, lr, batch_size, ch
     init = init_to_value(values={"af_raw": jnp.full((n_clones, n_variants), 0.5), "dropout": 0.1, "error": 0.01,
                                  "pi": jnp.full(n_clones, 1.0 / n_clones)})
     g = AutoDelta(model, init_loc_fn=init) if guide == "delta" else AutoNormal(model, init_loc_fn=init, init_scale=0.05)
-    svi = SVI(model, g, optax.adam(lr), Trace_ELBO())
+    svi = SVI(model, g, optax.inject_hyperparams(optax.adam)(learning_rate=0.05), Trace_ELBO())
 
     @jax.jit  # the guide's set-up traces the model (hundreds of tiny ops eagerly); compile it once
     def setup(key, a, d, germ):
@@ -99,21 +108,24 @@ def _engine(n_cells, n_variants, n_clones, likelihood, guide, lr, batch_size, ch
     g._init_locs = locs  # concrete values instead of the set-up's tracers
     base_params = svi.get_params(state0)
 
-    @jax.jit
-    def start(key, af0, a, d, germ):
+    def start_one(key, af0, lr, a, d, germ):
         params = dict(base_params)
         loc = af0 if guide == "delta" else jnp.log(af0) - jnp.log1p(-af0)
         params["af_raw_auto_loc"] = loc
-        return svi.init(key, a, d, germ, init_params=params)
+        state = svi.init(key, a, d, germ, init_params=params)
+        i, (p, opt) = state.optim_state  # numpyro's optax wrapper: (step, (params, optax state))
+        opt = opt._replace(hyperparams={**opt.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)})
+        return state._replace(optim_state=(i, (p, opt)))
 
-    @jax.jit
-    def advance(state, a, d, germ):
+    def advance_one(state, a, d, germ):
         def body(s, _):
             s, loss = svi.update(s, a, d, germ)
             return s, loss
 
         return jax.lax.scan(body, state, None, length=chunk)
 
+    start = jax.jit(jax.vmap(start_one, in_axes=(0, 0, 0, None, None, None)))
+    advance = jax.jit(jax.vmap(advance_one, in_axes=(0, None, None, None)))
     return svi, start, advance
 
 
@@ -129,17 +141,24 @@ def _initial_afs(alt, depth, n_clones, n_restarts, rng):
     return np.asarray(out, np.float32)
 
 
-def _run(advance, state, data, n_steps, chunk, offset):
+def _run(advance, states, data, n_steps, chunk):
+    """``n_steps`` steps of every state of the batch; returns the states, the loss traces (batch,
+    n_steps) and the first non-finite step of each (-1: none). A state whose loss turned
+    non-finite is not advanced further (its trace is NaN from there)."""
     losses = []
-    for _ in range(n_steps // chunk):
-        state, loss = advance(state, *data)
-        loss = np.asarray(loss)
-        bad = np.flatnonzero(~np.isfinite(loss))
-        if bad.size:
-            step = offset + sum(x.size for x in losses) + int(bad[0])
-            raise FloatingPointError(f"SVI diverged at step {step} (loss {loss[bad[0]]}); lower lr or check the data")
+    first_bad = np.full(jax.tree_util.tree_leaves(states)[0].shape[0], -1)
+    for c in range(n_steps // chunk):
+        new, loss = advance(states, *data)
+        loss = np.array(loss)
+        bad = ~np.isfinite(loss)
+        rows = bad.any(axis=1) & (first_bad < 0)
+        first_bad[rows] = c * chunk + bad[rows].argmax(axis=1)
+        keep = jnp.asarray(first_bad < 0)
+        states = jax.tree_util.tree_map(lambda n, o: jnp.where(keep.reshape((-1,) + (1,) * (n.ndim - 1)), n, o),
+                                        new, states)
+        loss[first_bad >= 0] = np.nan
         losses.append(loss)
-    return state, np.concatenate(losses) if losses else np.zeros(0, np.float32)
+    return states, (np.concatenate(losses, axis=1) if losses else np.zeros((first_bad.size, 0), np.float32)), first_bad
 
 
 @renamed_arguments(n_clones="n_components", num_steps="max_iter", n_restarts="n_init")
@@ -165,7 +184,29 @@ def fit_allele_svi(alt, depth, n_components, *, max_iter=2000, lr=0.05, guide="d
     Raises ``ValueError`` on bad input (before compiling) and ``FloatingPointError`` when the
     ELBO becomes NaN/inf (the message names the step).
     """
-    n_clones, num_steps, n_restarts = n_components, max_iter, n_init
+    out = _fit_lrs(alt, depth, n_components, [lr], max_iter=max_iter, guide=guide, seed=seed, likelihood=likelihood,
+                   germline_mask=germline_mask, n_init=n_init, restart_steps=restart_steps, batch_size=batch_size,
+                   chunk_size=chunk_size, **model_kwargs)[0]
+    if isinstance(out, str):
+        raise FloatingPointError(out)
+    return out
+
+
+def fit_allele_svi_grid(alt, depth, n_components, lrs, **kwargs) -> list:
+    """:func:`fit_allele_svi` once per learning rate of ``lrs`` (other settings as ``kwargs``),
+    side by side: every start of every learning rate is one row of the same ``vmap``-ped SVI
+    step (one compiled program). Each equals its own ``fit_allele_svi`` up to float32 rounding.
+    Returns one :class:`AlleleFit` per learning rate, or a string saying why that one diverged
+    (the others go on)."""
+    lrs = list(lrs)
+    if not lrs:
+        raise ValueError("lrs is empty; give at least one learning rate")
+    return _fit_lrs(alt, depth, n_components, lrs, **kwargs)
+
+
+def _fit_lrs(alt, depth, n_clones, lrs, *, max_iter=2000, guide="delta", seed=0, likelihood="binomial",
+             germline_mask=None, n_init=1, restart_steps=200, batch_size=None, chunk_size=100, **model_kwargs) -> list:
+    num_steps, n_restarts = max_iter, n_init
     alt, depth = _check_data(alt, depth)
     N, J = alt.shape
     _check_sizes(N, J, n_clones)
@@ -179,7 +220,8 @@ def fit_allele_svi(alt, depth, n_components, *, max_iter=2000, lr=0.05, guide="d
     check_int(batch_size, "batch_size", 1, allow_none=True)
     if batch_size is not None and batch_size >= N:
         batch_size = None
-    check_number(lr, "lr", 0, low_open=True)
+    for lr in lrs:
+        check_number(lr, "lr", 0, low_open=True)
     germ = np.zeros(J, bool) if germline_mask is None else np.asarray(germline_mask, bool)
     if germ.shape != (J,):
         raise ValueError(f"germline_mask has shape {germ.shape}, expected {(J,)}")
@@ -191,31 +233,44 @@ def fit_allele_svi(alt, depth, n_components, *, max_iter=2000, lr=0.05, guide="d
     # step counts are rounded up to whole chunks, so one compiled `advance` serves the whole fit
     num_steps = -(-num_steps // chunk) * chunk
     restart_steps = min(-(-restart_steps // chunk) * chunk, num_steps) if n_restarts > 1 else 0
-    _, start, advance = _engine(N, J, int(n_clones), likelihood, guide, float(lr), batch_size, chunk,
-                                _freeze(model_kwargs))
+    svi, start, advance = _engine(N, J, int(n_clones), likelihood, guide, batch_size, chunk, _freeze(model_kwargs))
     data = (jnp.asarray(alt, jnp.float32), jnp.asarray(depth, jnp.float32), jnp.asarray(germ))
     rng = np.random.default_rng(seed)
     af0s = _initial_afs(alt, depth, n_clones, n_restarts, rng)
     keys = jax.random.split(jax.random.PRNGKey(seed), n_restarts)
+    P, R = len(lrs), n_restarts
+    lr_rows = jnp.asarray(np.repeat(np.asarray(lrs, np.float32), R))  # row p * R + r: learning rate p, start r
+    states = start(jnp.tile(keys, (P, 1)), jnp.asarray(np.tile(af0s, (P, 1, 1))), lr_rows, *data)
 
-    scores = None
-    if n_restarts > 1:
-        runs = []
-        for r in range(n_restarts):
-            st, ls = _run(advance, start(keys[r], jnp.asarray(af0s[r]), *data), data, restart_steps, chunk, 0)
-            runs.append((st, ls))
-        tail = max(1, min(20, restart_steps // 5))
-        scores = np.array([ls[-tail:].mean() for _, ls in runs])
-        state, first = runs[int(np.argmin(scores))]
-    else:
-        state, first = start(keys[0], jnp.asarray(af0s[0]), *data), np.zeros(0, np.float32)
-    state, rest = _run(advance, state, data, num_steps - first.size, chunk, first.size)
-    # the model left out the data constant sum_ij log C(DP_ij, ALT_ij): put it back in the loss
+    # the data constant sum_ij log C(DP_ij, ALT_ij), left out of the model, back in every loss
     const = np.float32(np.where(depth > 0, gammaln(depth + 1) - gammaln(alt + 1) - gammaln(depth - alt + 1), 0).sum())
-    losses = np.concatenate([first, rest]) - const
-    scores = None if scores is None else scores - const
+    if R > 1:  # every start runs restart_steps; the one with the lowest mean of its last losses continues
+        states, first, bad = _run(advance, states, data, restart_steps, chunk)
+        tail = max(1, min(20, restart_steps // 5))
+        scores = np.where(bad < 0, first[:, -tail:].mean(axis=1), np.inf).reshape(P, R)
+        best = np.argmin(scores, axis=1)
+        rows = np.arange(P) * R + best
+        states = jax.tree_util.tree_map(lambda x: x[jnp.asarray(rows)], states)
+        first, first_bad = first[rows], np.where(np.isfinite(scores[np.arange(P), best]), -1, bad[rows])
+        scores = scores - const
+    else:
+        first, first_bad, scores = np.zeros((P, 0), np.float32), np.full(P, -1), None
+    states, rest, bad = _run(advance, states, data, num_steps - first.shape[1], chunk)
+    bad = np.where(bad >= 0, bad + first.shape[1], -1)
+    out = []
+    for p, lr in enumerate(lrs):
+        step = first_bad[p] if first_bad[p] >= 0 else bad[p]
+        if step >= 0:
+            out.append(f"SVI diverged at step {int(step)} with lr={lr:g}; lower lr or check the data")
+            continue
+        state = jax.tree_util.tree_map(lambda x: x[p], states)
+        out.append(_result(svi, state, data, guide, likelihood, np.concatenate([first[p], rest[p]]) - const,
+                           None if scores is None else scores[p]))
+    return out
 
-    svi = _engine(N, J, int(n_clones), likelihood, guide, float(lr), batch_size, chunk, _freeze(model_kwargs))[0]
+
+def _result(svi, state, data, guide, likelihood, losses, restart_losses) -> AlleleFit | str:
+    """The fit of one kept SVI state: guide medians, clone posteriors and marginal likelihood."""
     raw = svi.get_params(state)
     med = _guide_median(raw, guide)
     af = jnp.where(data[2][None, :], 0.5, med["af_raw"])
@@ -224,13 +279,13 @@ def fit_allele_svi(alt, depth, n_components, *, max_iter=2000, lr=0.05, guide="d
                                             likelihood=likelihood, concentration=kappa)
     prob = np.asarray(prob)
     if not (np.isfinite(prob).all() and np.isfinite(np.asarray(marginal)).all()):
-        raise FloatingPointError("SVI ended at non-finite clone probabilities; lower lr or check the data")
+        return "SVI ended at non-finite clone probabilities; lower lr or check the data"
     af_scale = np.asarray(raw["af_raw_auto_scale"]) if guide == "normal" else None
     return AlleleFit(clone_prob=prob, labels=prob.argmax(1), af=np.asarray(af), pi=np.asarray(med["pi"]),
                      dropout=float(med["dropout"]), error=float(med["error"]),
                      concentration=None if kappa is None else float(kappa), losses=losses,
                      log_likelihood=float(np.asarray(marginal, np.float64).sum()),
-                     params={k: np.asarray(v) for k, v in med.items()}, af_scale=af_scale, restart_losses=scores)
+                     params={k: np.asarray(v) for k, v in med.items()}, af_scale=af_scale, restart_losses=restart_losses)
 
 
 _MODEL_PRIORS = {"pi_concentration", "af_prior", "dropout_prior", "error_prior", "concentration_prior"}
