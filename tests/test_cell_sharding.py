@@ -86,7 +86,7 @@ SCRIPT = textwrap.dedent(
 
     # the runner: run.shard = "cells" against "off" on the demo config (61 cells: padded to 64)
     out = sys.argv[1]
-    common = ["data.n_samples=61", "data.n_features=30", "data.n_components=3", "fit.max_iter=30", "fit.n_restarts=2",
+    common = ["data.n_samples=61", "data.n_features=30", "data.n_components=3", "fit.max_iter=30", "fit.n_init=2",
               "run.figures=false", "sweep.n_components=[3]", "sweep.l2_H=[0.0, 0.5]"]
     _, cells = run(sys.argv[2], overrides=common + ["run.shard=cells"], out=os.path.join(out, "cells"))
     _, single = run(sys.argv[2], overrides=common + ["run.shard=off"], out=os.path.join(out, "single"))

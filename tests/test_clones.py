@@ -351,7 +351,7 @@ def test_runner_task_compares_methods(tmp_path, capsys):
 
     cfg = Path(__file__).resolve().parents[1] / "experiments" / "clones_demo.toml"
     sets = ["data.n_cells=600", "data.n_variants=24", "data.n_clones=2", "data.n_germline=6", "data.n_editing=2",
-            "fit.n_restarts=4", "model.n_bootstrap=6", "model.n_components=3", "sweep.method=['allele', 'cclone']"]
+            "fit.n_init=4", "model.n_bootstrap=6", "model.n_components=3", "sweep.method=['allele', 'cclone']"]
     code = main(["run", str(cfg), "--out", str(tmp_path / "r"), *[x for s in sets for x in ("--set", s)]])
     captured = capsys.readouterr()
     assert code == 0, captured.err

@@ -23,7 +23,7 @@ n_components = 3
 init = "random"
 [fit]
 max_iter = 30
-n_restarts = 2
+n_init = 2
 [run]
 figures = false
 [sweep]

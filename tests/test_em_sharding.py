@@ -107,10 +107,10 @@ SCRIPT = textwrap.dedent(
 
     root, exp = sys.argv[1], sys.argv[2]
     cases = {
-        "gmm_demo.toml": ["data.n_samples=203", "sweep.n_components=[2, 3]", "fit.n_restarts=1", "fit.max_iter=30"],
+        "gmm_demo.toml": ["data.n_samples=203", "sweep.n_components=[2, 3]", "fit.n_init=1", "fit.max_iter=30"],
         "ppca_demo.toml": ["data.n_samples=101", "data.n_features=6", "sweep.n_components=[1, 2]", "fit.max_iter=50"],
         "binomial_mixture_demo.toml": ["data.n_cells=101", "data.n_variants=20", "sweep.n_components=[2, 3]",
-                                       "fit.n_restarts=1", "fit.max_iter=30"],
+                                       "fit.n_init=1", "fit.max_iter=30"],
     }
     for name, sets in cases.items():
         sets = sets + ["run.figures=false"]

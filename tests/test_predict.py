@@ -136,12 +136,12 @@ def test_bad_inputs_are_one_line_errors(cclone_run, tmp_path, capsys, small_nmf)
 
 
 @pytest.mark.parametrize("config,overrides,key", [
-    ("binomial_mixture_demo.toml", ["data.n_cells=300", "data.n_variants=40", "sweep.n_components=[3]", "fit.n_restarts=1",
+    ("binomial_mixture_demo.toml", ["data.n_cells=300", "data.n_variants=40", "sweep.n_components=[3]", "fit.n_init=1",
                                     "model.method=em"], "binomial_mixture_proba"),
-    ("binomial_mixture_demo.toml", ["data.n_cells=300", "data.n_variants=40", "sweep.n_components=[3]", "fit.n_restarts=1",
+    ("binomial_mixture_demo.toml", ["data.n_cells=300", "data.n_variants=40", "sweep.n_components=[3]", "fit.n_init=1",
                                     "model.method=vb", "fit.tol=0.0", "fit.max_iter=300"], "binomial_mixture_proba"),
     ("ppca_demo.toml", ["data.n_samples=300", "data.n_features=6", "sweep.n_components=[2]", "fit.max_iter=100"], "X_ppca"),
-    ("gmm_demo.toml", ["data.n_samples=400", "sweep.n_components=[3]", "fit.n_restarts=1", "fit.max_iter=50"], "gmm_proba"),
+    ("gmm_demo.toml", ["data.n_samples=400", "sweep.n_components=[3]", "fit.n_init=1", "fit.max_iter=50"], "gmm_proba"),
 ])
 def test_posteriors_of_the_training_cells_match_the_fit(tmp_path_factory, tmp_path, config, overrides, key):
     """Predicting the cells a mixture was fitted on gives back its posteriors (same parameters)."""
@@ -260,7 +260,7 @@ def test_clone_caller_run_predicts_its_calls(tmp_path_factory, tmp_path):
     """A clone-caller run predicts new cells at its fitted parameters: the training cells get back
     the fit's clones and cancer / healthy calls (names, categorical)."""
     run_dir, loaded = _fit(tmp_path_factory, "clones_demo.toml", "data.n_cells=600", "data.n_variants=24", "data.n_clones=2",
-                           "fit.n_restarts=4", "model.n_components=3")
+                           "fit.n_init=4", "model.n_components=3")
     fitted = anndata.read_h5ad(run_dir / "result.h5ad")
     new = tmp_path / "new.h5ad"
     loaded.adata.write_h5ad(new)

@@ -28,7 +28,7 @@ init = "random"
 [fit]
 max_iter = 3000
 tol = 0.0
-n_restarts = 2
+n_init = 2
 [run]
 figures = false
 max_points_per_call = 1

@@ -32,7 +32,7 @@ n_components = 2
 [fit]
 max_iter = 200
 tol = 1e-3
-n_restarts = 1
+n_init = 1
 [run]
 figures = false
 [sweep]

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 DEMO = str(REPO / "experiments" / "demo.toml")
-TINY = ["data.n_samples=60", "data.n_features=30", "data.n_components=3", "fit.max_iter=40", "fit.n_restarts=2"]
+TINY = ["data.n_samples=60", "data.n_features=30", "data.n_components=3", "fit.max_iter=40", "fit.n_init=2"]
 
 
 def sets(*items):
@@ -57,7 +57,7 @@ def test_sweep_points_equal_single_fits(tmp_path, small_nmf):
     cfg = tmp_path / "c.toml"
     cfg.write_text(
         '[data]\npath = "x.npy"\n[model]\nname = "nmf"\nn_components = 3\ninit = "random"\n'
-        "[fit]\nmax_iter = 50\ntol = 0.0\nn_restarts = 3\nseed = 4\n[run]\nfigures = false\n[sweep]\nl2_H = [0.0, 0.3]\n"
+        "[fit]\nmax_iter = 50\ntol = 0.0\nn_init = 3\nseed = 4\n[run]\nfigures = false\n[sweep]\nl2_H = [0.0, 0.3]\n"
     )
     out, records = run(str(cfg), out=str(tmp_path / "o"))
     for r in records:
@@ -176,7 +176,7 @@ def test_models_listing(capsys):
     assert "nmf: [model] n_components, method, init; vmapped hyperparameters l1_W" in capsys.readouterr().out
     assert main(["models", "binomial_mixture"]) == 0
     out = capsys.readouterr().out
-    assert "model.method" in out and "one of 'em', 'vb'" in out and "fit.n_restarts" in out and "default 200" in out
+    assert "model.method" in out and "one of 'em', 'vb'" in out and "fit.n_init" in out and "default 200" in out
     assert "deprecated: n_clones -> n_components" in out
     assert main(["models", "nope"]) == 2 and "unknown model.name 'nope'" in capsys.readouterr().err
 
@@ -225,11 +225,16 @@ def test_cclone_sweep_config_on_h5ad(tmp_path, capsys):
     assert os.path.exists(tmp_path / "o" / "cclone.png")
     # bad keys for this model name the valid ones
     code = main(["run", str(cfg), "--out", str(tmp_path / "p"), *sets("fit.nope=5")])
-    assert code == 2 and "valid keys in [fit]: max_iter, n_restarts, seed, tol" in capsys.readouterr().err
+    assert code == 2 and "valid keys in [fit]: max_iter, n_init, seed, tol" in capsys.readouterr().err
     code = main(["run", str(cfg), "--out", str(tmp_path / "p"), *sets("sweep.nope=['10x']")])
     assert code == 2 and "a sweep runs over [model] keys: n_components, n_bootstrap" in capsys.readouterr().err
     code = main(["run", str(cfg), "--out", str(tmp_path / "p"), *sets("model.healthy=3")])
     assert code == 2 and "model.healthy must be a list of strings" in capsys.readouterr().err
+    with pytest.warns(DeprecationWarning, match=r"fit.n_restarts is deprecated; use fit.n_init"):  # the old [fit] name
+        code = main(["run", str(cfg), "--out", str(tmp_path / "p"), *sets("fit.n_restarts=2", "model.healthy=3")])
+    assert code == 2 and "model.healthy" in capsys.readouterr().err
+    code = main(["run", str(cfg), "--out", str(tmp_path / "p"), *sets("fit.n_restarts=2", "fit.n_init=3")])
+    assert code == 2 and "both fit.n_restarts and fit.n_init given" in capsys.readouterr().err
     code = main(["run", str(cfg), "--out", str(tmp_path / "p"), *sets("model.celltype_key=nope")])
     assert code == 2 and "celltype_key 'nope' is not an obs column; available: clone, is_cancer, celltype" in capsys.readouterr().err
     code = main(["run", str(cfg), "--out", str(tmp_path / "p"), *sets("sweep.min_maf=[99.0]")])
@@ -238,9 +243,9 @@ def test_cclone_sweep_config_on_h5ad(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("config,tiny,files", [
-    ("gmm_demo", ["data.n_samples=300", "sweep.n_components=[2, 4]", "fit.n_restarts=2", "fit.max_iter=30"], ["gmm.png"]),
+    ("gmm_demo", ["data.n_samples=300", "sweep.n_components=[2, 4]", "fit.n_init=2", "fit.max_iter=30"], ["gmm.png"]),
     ("ppca_demo", ["data.n_samples=200", "data.n_features=6", "sweep.n_components=[2, 3]", "fit.max_iter=200"], ["ppca.png"]),
-    ("binomial_mixture_demo", ["data.n_cells=300", "data.n_variants=40", "sweep.n_components=[3, 4]", "fit.n_restarts=2"],
+    ("binomial_mixture_demo", ["data.n_cells=300", "data.n_variants=40", "sweep.n_components=[3, 4]", "fit.n_init=2"],
      ["binomial_mixture.png"]),
 ])
 def test_mixture_demo_configs(tmp_path, capsys, config, tiny, files):
@@ -259,7 +264,7 @@ def test_mixture_demo_configs(tmp_path, capsys, config, tiny, files):
 def test_binomial_mixture_h5ad_config(tmp_path, capsys, cclone_dir):
     out = tmp_path / "o"
     code = main(["run", str(REPO / "experiments" / "binomial_mixture_h5ad.toml"), "--out", str(out),
-                 *sets("sweep.n_components=[2]", "fit.n_restarts=2", "run.figures=false")])
+                 *sets("sweep.n_components=[2]", "fit.n_init=2", "run.figures=false")])
     assert code == 0, capsys.readouterr().err
     res = anndata.read_h5ad(out / "result.h5ad")
     fitted = res.obs["binomial_mixture_label"].notna().to_numpy()  # cells CCLONE's filter kept
@@ -271,8 +276,10 @@ def test_binomial_mixture_h5ad_config(tmp_path, capsys, cclone_dir):
 def test_allele_demo_config(tmp_path, capsys):
     out = tmp_path / "o"
     code = main(["run", str(REPO / "experiments" / "allele_demo.toml"), "--out", str(out),
-                 *sets("data.n_cells=150", "data.n_variants=30", "fit.max_iter=200", "sweep.n_components=[3]")])
+                 *sets("data.n_cells=150", "data.n_variants=30", "fit.max_iter=200", "sweep.n_components=[3]",
+                       "sweep.lr=[0.05, 0.1]")])  # the learning rates side by side: one vmapped SVI program
     assert code == 0, capsys.readouterr().err
+    assert [r["lr"] for r in json.loads((out / "metrics.json").read_text())["points"]] == [0.05, 0.1]
     res = anndata.read_h5ad(out / "result.h5ad")
     assert res.obsm["allele_model_proba"].shape == (150, 3) and res.varm["allele_model_af"].shape == (30, 3)
     assert {"allele_model_af_lower", "allele_model_af_upper"} <= set(res.varm) and (out / "allele_model.png").exists()

@@ -53,7 +53,7 @@ SCRIPT = textwrap.dedent(
 
     # the runner: run.shard = "auto" (4 devices) against "off" (one device), 7 points x 2 restarts
     out = sys.argv[1]
-    common = ["data.n_samples=60", "data.n_features=30", "data.n_components=3", "fit.max_iter=30", "fit.n_restarts=2",
+    common = ["data.n_samples=60", "data.n_features=30", "data.n_components=3", "fit.max_iter=30", "fit.n_init=2",
               "run.figures=false", "sweep.n_components=[3]", "sweep.l2_H=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]"]
     _, sharded = run(sys.argv[2], overrides=common, out=os.path.join(out, "sharded"))
     _, single = run(sys.argv[2], overrides=common + ["run.shard=off"], out=os.path.join(out, "single"))
@@ -90,7 +90,7 @@ def test_memory_estimate_refuses_with_a_hint(tmp_path, capsys, monkeypatch):
 
     cfg = tmp_path / "big.toml"
     cfg.write_text('[data]\nsimulator = "nmf"\nn_samples = 200\nn_features = 100\nn_components = 3\n'
-                   '[model]\nname = "nmf"\nn_components = 3\n[fit]\nn_restarts = 4\n[sweep]\nl2_H = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]\n')
+                   '[model]\nname = "nmf"\nn_components = 3\n[fit]\nn_init = 4\n[sweep]\nl2_H = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]\n')
     # data 80 kB; one fit 4 x state (200x3 + 3x100 floats) + data = 94.4 kB; 32 fits ~ 3 MB
     monkeypatch.setattr(_sharding, "available_bytes", lambda device: (1_000_000, True))
     code = main(["run", str(cfg), "--out", str(tmp_path / "o")])
@@ -117,7 +117,7 @@ def test_memory_estimate_numbers():
     dev = jax.devices()[0]
     check_memory(nmf_mu(10), data, NMFHparams(), n_points=16, n_seeds=4, grid_map="vmap", device=dev, mesh=None,
                  where="x", available=(10**10, True))  # fits: no error
-    with pytest.raises(ValueError, match="lower fit.n_restarts to 2"):
+    with pytest.raises(ValueError, match="lower fit.n_init to 2"):
         check_memory(nmf_mu(10), data, NMFHparams(), n_points=16, n_seeds=4, grid_map="map", device=dev, mesh=None,
                      where="x", available=(int(2_000_000 + 2.5 * per_fit), True))
     with pytest.raises(ValueError, match="one fit alone does not fit"):

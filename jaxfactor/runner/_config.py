@@ -139,6 +139,14 @@ def build_config(raw: dict, *, config_dir: str, overrides: list[str] = ()) -> Ru
         raise ConfigError(str(exc)) from None
 
     _rename_aliases(raw, spec)
+    fit_raw = raw.get("fit", {})
+    if "n_restarts" in fit_raw:  # the [fit] name before the one vocabulary (n_init, as scikit-learn)
+        import warnings
+
+        if "n_init" in fit_raw:
+            raise ConfigError("both fit.n_restarts and fit.n_init given; keep only fit.n_init")
+        warnings.warn("fit.n_restarts is deprecated; use fit.n_init", DeprecationWarning, stacklevel=2)
+        fit_raw["n_init"] = fit_raw.pop("n_restarts")
     sweep_raw = raw.get("sweep", {})
     model_fields = spec.fields
     sweepable = spec.sweepable or [k for k in model_fields if k != "name"]
@@ -157,7 +165,7 @@ def build_config(raw: dict, *, config_dir: str, overrides: list[str] = ()) -> Ru
     fit_fields = spec.fit_fields or {k: FIT_FIELDS[k] for k in spec.fit_keys}
     fit = validate_table("fit", raw.get("fit", {}), fit_fields)
     run = validate_table("run", raw.get("run", {}), RUN_FIELDS)
-    for key in ("max_iter", "n_restarts", "chunk_size"):
+    for key in ("max_iter", "n_init", "chunk_size"):
         if key in fit and fit[key] != "auto" and fit[key] < 1:
             raise ConfigError(f"fit.{key} must be >= 1, got {fit[key]}")
     if run["max_points_per_call"] < 0:

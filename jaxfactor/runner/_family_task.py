@@ -3,7 +3,7 @@
 
 - ``[model]`` keys come from the family's ``fit`` signature (its keyword options, typed by their
   defaults; help from ``Fitted.option_help``), plus ``n_components``; ``[fit]`` gives ``max_iter``,
-  ``tol``, ``n_restarts`` (the family's ``n_init``) and ``seed``; every ``[model]`` key may be swept.
+  ``tol``, ``n_init`` and ``seed``; every ``[model]`` key may be swept.
 - Data: the family's simulator (its result turned into an AnnData, the truth kept for an ARI), or a
   file (an .h5ad / matrix for matrix families; an .h5ad with REF/ALT or a cellSNP-lite folder for
   allele families).
@@ -173,7 +173,7 @@ class FamilyTask:
 
         f = cfg.fit
         shared = {"seed": f["seed"]}
-        for key, name in (("max_iter", "max_iter"), ("tol", "tol"), ("n_restarts", "n_init")):
+        for key, name in (("max_iter", "max_iter"), ("tol", "tol"), ("n_init", "n_init")):
             if key in f and f[key] != "auto":  # "auto": the family's own default
                 shared[name] = f[key]
         layer = cfg.data.get("layer") or None

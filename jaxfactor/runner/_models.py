@@ -34,7 +34,7 @@ class ModelSpec:
     static: dict[str, Field]
     hparams: dict[str, Field]
     simulators: dict[str, Callable]
-    fit_keys: tuple = ("max_iter", "tol", "n_restarts", "seed", "chunk_size")
+    fit_keys: tuple = ("max_iter", "tol", "n_init", "seed", "chunk_size")
     sweepable: tuple = ()  # empty: every model key
     hparams_cls: type | None = None
     build: Callable[[dict], Algorithm] | None = None
@@ -97,11 +97,11 @@ def family_spec(name: str, simulators: dict, aliases: dict | None = None, defaul
         static[key] = replace(static[key], default=value)
     sig = inspect.signature(model.fit).parameters
     fit_fields = {}
-    for key, arg in (("max_iter", "max_iter"), ("tol", "tol"), ("n_restarts", "n_init"), ("seed", "seed")):
+    for key, arg in (("max_iter", "max_iter"), ("tol", "tol"), ("n_init", "n_init"), ("seed", "seed")):
         default = sig[arg].default
         if default is not None:
             fit_fields[key] = Field(type(default), default, help=FIT_HELP[key])
-        elif key == "n_restarts":  # None in Python: the family decides (e.g. per method)
+        elif key == "n_init":  # None in Python: the family decides (e.g. per method)
             fit_fields[key] = Field(INT_OR_AUTO, "auto", help=FIT_HELP[key] + "; 'auto': the family's default")
     return ModelSpec(name=name, static=static, hparams={}, simulators=simulators, fit_keys=tuple(fit_fields), model=model,
                      sweepable=tuple(static), pipeline=FamilyTask(name), aliases=aliases or {}, fit_fields=fit_fields)
@@ -109,7 +109,7 @@ def family_spec(name: str, simulators: dict, aliases: dict | None = None, defaul
 
 FIT_HELP = {"max_iter": "maximum iterations (EM iterations, SVI steps...) per fit",
             "tol": "relative change of the objective that counts as converged",
-            "n_restarts": "random starts per fit, the best kept (the family's n_init)", "seed": "PRNG seed"}
+            "n_init": "random starts per fit, the best kept", "seed": "PRNG seed"}
 
 
 def _family_specs() -> dict[str, ModelSpec]:
@@ -123,14 +123,14 @@ def _family_specs() -> dict[str, ModelSpec]:
         "ppca": family_spec("ppca", {"ppca": simulate_ppca}),
         "binomial_mixture": family_spec("binomial_mixture", {"clones": simulate_clones}, {"n_clones": "n_components"}),
         "allele_model": family_spec("allele_model", {"alleles": simulate_allele_counts},
-                                    {"n_clones": "n_components", "num_steps": "fit.max_iter", "n_restarts": "fit.n_restarts"}),
+                                    {"n_clones": "n_components", "num_steps": "fit.max_iter", "n_restarts": "fit.n_init"}),
         "vae": family_spec("vae", {"counts": simulate_counts},
                            {"n_latent": "n_components", "max_epochs": "fit.max_iter", "label_key": "data.label_key",
                             "checkpoint": None}),
         "zinbwave": family_spec("zinbwave", {"zinb": simulate_zinb},
                                 {"X_columns": "X", "V_columns": "V", "label_key": "data.label_key"}),
         "clones": family_spec("clones", {"clones": simulate_clones},
-                              {"n_clones": "n_components", "n_init": "fit.n_restarts", "max_iter": "fit.max_iter",
+                              {"n_clones": "n_components", "n_init": "fit.n_init", "max_iter": "fit.max_iter",
                                "tol": "fit.tol"}, {"site_dropout": True}),
     }
 

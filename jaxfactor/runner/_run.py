@@ -102,7 +102,7 @@ def check_sweep_memory(cfg: RunConfig, X: np.ndarray, device, mesh, available=No
         alg = cfg.spec.build(static)
         where = "of " + ", ".join(f"{k}={v}" for k, v in static.items())
         check_memory(alg, data, cfg.spec.make_hparams(cfg.points[idx[0]]), n_points=n_points,
-                     n_seeds=cfg.fit["n_restarts"], grid_map=cfg.run["grid_map"], device=device, mesh=mesh,
+                     n_seeds=cfg.fit["n_init"], grid_map=cfg.run["grid_map"], device=device, mesh=mesh,
                      where=where, available=available)
 
 
@@ -135,7 +135,7 @@ def execute(cfg: RunConfig, X: np.ndarray, device, truth: dict | None = None, *,
     n = len(cfg.points)
     finished, records = _resumed(cfg, store, finished)
     dtype = jnp.float64 if cfg.run["x64"] else jnp.float32
-    keys = jax.random.split(jax.random.PRNGKey(fitc["seed"]), fitc["n_restarts"])
+    keys = jax.random.split(jax.random.PRNGKey(fitc["seed"]), fitc["n_init"])
     if mesh is None:
         Xd = jax.device_put(to_device_array(X, cfg.run["x64"]), device)
         keys = jax.device_put(keys, device)
@@ -183,7 +183,7 @@ def _execute_cells(cfg: RunConfig, X: np.ndarray, device, truth: dict | None, *,
     n = len(cfg.points)
     finished, records = _resumed(cfg, store, finished)
     Xd = jax.device_put(to_device_array(X, cfg.run["x64"]), device)  # unpadded, for the inits
-    keys = jax.device_put(jax.random.split(jax.random.PRNGKey(fitc["seed"]), fitc["n_restarts"]), device)
+    keys = jax.device_put(jax.random.split(jax.random.PRNGKey(fitc["seed"]), fitc["n_init"]), device)
     placed = None
     n_call = 0
     with _progress(cfg, n, int(finished.sum())) as bar:
@@ -244,7 +244,7 @@ def _record(cfg: RunConfig, i: int, static: dict, out, j: int, n_call: int, n_po
 def _settings(cfg: RunConfig, record: dict, layer: str | None = None, named: bool = False) -> dict:
     """A sweep point's fit arguments, as the family's own ``fit`` records them."""
     f = cfg.fit
-    return {**{k: v for k, v in record["params"].items() if k != "name"}, "n_init": int(f["n_restarts"]),
+    return {**{k: v for k, v in record["params"].items() if k != "name"}, "n_init": int(f["n_init"]),
             "max_iter": int(f["max_iter"]), "tol": float(f["tol"]), "seed": int(f["seed"]), "layer": layer,
             "named_variables": named}
 

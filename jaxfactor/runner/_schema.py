@@ -90,7 +90,7 @@ def fields_from_signature(fn: Callable, skip: tuple = ()) -> dict[str, Field]:
 FIT_FIELDS = {
     "max_iter": Field(int, 200, help="maximum iterations per fit"),
     "tol": Field(float, 1e-4, help="relative objective change that counts as converged (0: run max_iter)"),
-    "n_restarts": Field(int, 1, help="independent seeds per sweep point; the best is kept"),
+    "n_init": Field(int, 1, help="independent seeds per sweep point; the best is kept"),
     "seed": Field(int, 0, help="PRNG seed"),
     "chunk_size": Field(int, 10, help="iterations between objective evaluations"),
 }

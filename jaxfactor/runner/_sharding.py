@@ -139,7 +139,7 @@ def check_memory(alg, data, hp, *, n_points: int, n_seeds: int, grid_map: str, d
         hints.append(f"set run.max_points_per_call = {max(1, fits_ok * n_dev // n_seeds)}")
         hints.append('or run.grid_map = "map" (one point at a time)')
     elif fits_ok >= 1:
-        hints.append(f"lower fit.n_restarts to {fits_ok}")
+        hints.append(f"lower fit.n_init to {fits_ok}")
     else:
         hints.append("use a smaller data set (one fit alone does not fit)")
     raise ValueError(
