@@ -31,6 +31,9 @@ def as_matrix(X, name: str = "X", *, nonnegative: bool = True) -> np.ndarray:
         arr = np.asarray(X)
     except Exception as exc:  # ragged lists and the like
         raise ValueError(f"{name} could not be converted to a numeric array ({exc})") from None
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{name} is complex (dtype {arr.dtype}); pass real values (e.g. np.abs(X) or X.real, "
+                         "whichever your data mean)")
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}; convert it with np.asarray(..., dtype=float)")
     if arr.ndim != 2:

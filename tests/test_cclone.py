@@ -142,7 +142,7 @@ def test_bad_input(sim):
     cases = [
         (no_alt, {}, "ALT"),
         (ad, {"k": 16}, "k=16"),
-        (ad, {"k": 0}, "k must be"),
+        (ad, {"k": 0}, "n_components must be"),
         (ad, {"n_bootstrap": 0}, "n_bootstrap"),
         (ad, {"bootstrap_fraction": 0.0}, "bootstrap_fraction"),
         (ad, {"method": "lbfgs"}, "unknown method"),

@@ -280,7 +280,7 @@ def _bad_inputs(ad):
         (ad, {"healthy": ["T cells"]}, "without a cell-type annotation"),
         (edits, {}, "no variant left after filtering"),
         (ad, {"n_clones": 100000}, "more than the .* cells with reads"),
-        (ad, {"n_clones": 0}, "n_clones must be"),
+        (ad, {"n_clones": 0}, "n_components must be"),
         (ad, {"method": "vireo"}, "unknown method"),
         (ad, {"screen_iter": 3, "method": "binomial"}, "unknown option"),
         (ad, {"criterion": "elbo"}, "not available for method 'allele'"),

@@ -186,9 +186,6 @@ def test_fit_refuses_bad_input_in_one_line_before_compiling(name, what, data, co
 
 @pytest.mark.parametrize("kind", ["matrix", "nonnegative", "counts"])
 @pytest.mark.filterwarnings("ignore:Casting complex values")
-@pytest.mark.xfail(strict=True, reason="jaxfactor/_validate.py as_matrix takes complex input as numeric and casts it to "
-                                       "float, dropping the imaginary part (a ComplexWarning, no error): every matrix "
-                                       "family (gmm, nmf, ppca, vae, zinbwave) then fits the real part")
 def test_complex_input_is_refused(kind):
     """The check every matrix family's fit (and predict) goes through; calling it directly keeps
     this case from compiling a fit."""
@@ -200,8 +197,6 @@ def test_complex_input_is_refused(kind):
 
 
 @pytest.mark.parametrize("name", ["cclone", "clones", "vae"])
-@pytest.mark.xfail(strict=True, reason="a refused n_components is reported under the old name (cclone: k; clones: n_clones in "
-                                       "jaxfactor/clones/_call.py; vae: n_latent in jaxfactor/models/_vae_*.py)")
 def test_rank_error_names_n_components(name):
     k, options = SETTINGS[name]
     with pytest.raises(ValueError, match="n_components"):

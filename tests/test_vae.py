@@ -304,7 +304,7 @@ def no_compile(monkeypatch):
     (lambda X: X + 0.5, {}, "non-integer entries"),
     (lambda X: X - 1, {}, "negative entries"),
     (lambda X: np.where(np.arange(X.size).reshape(X.shape) == 7, np.nan, X), {}, "1 NaN"),
-    (lambda X: X, {"n_latent": 50}, "n_latent=50 is larger than the number of genes (40)"),
+    (lambda X: X, {"n_latent": 50}, "n_components=50 (the latent size) is larger than the number of genes (40)"),
     (lambda X: X, {"batch_size": 1000}, "batch_size=1000 exceeds"),
     (lambda X: X, {"likelihood": "tweedie"}, "likelihood='tweedie' is not one of"),
     (lambda X: X[:, :0], {}, "non-empty"),

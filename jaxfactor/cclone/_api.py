@@ -34,7 +34,7 @@ def _check_options(n_bootstrap, bootstrap_fraction, n_cycles, method, tol, l2, i
 
 def _check_k(k, n_vars: int | None = None, n_cells: int | None = None, where: str = "") -> int:
     """k is an integer >= 1 and, when the data shape is given, below the number of variants."""
-    check_int(k, "k", 1)
+    check_int(k, "n_components", 1)
     if n_vars is not None and (k >= n_vars or k > n_cells):
         raise ValueError(
             f"k={k} needs more variants than factors{where}: {n_vars} variants and {n_cells} cells; "

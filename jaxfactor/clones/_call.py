@@ -51,15 +51,15 @@ def _layers(adata):
 def _candidates(n_clones) -> list[int]:
     if isinstance(n_clones, str):
         if n_clones != "auto":
-            raise ValueError(f"n_clones must be an integer, a list of integers or 'auto', got {n_clones!r}")
+            raise ValueError(f"n_components must be an integer, a list of integers or 'auto', got {n_clones!r}")
         return list(DEFAULT_CANDIDATES)
     values = [n_clones] if np.isscalar(n_clones) else list(n_clones)
     try:
-        ints = {check_int(v, "n_clones", 1) for v in values}
+        ints = {check_int(v, "n_components", 1) for v in values}
     except ValueError:
         ints = set()
     if not ints:
-        raise ValueError(f"n_clones must be 'auto', an integer >= 1 or a list of them, got {n_clones!r}") from None
+        raise ValueError(f"n_components must be 'auto', an integer >= 1 or a list of them, got {n_clones!r}") from None
     return sorted(ints)
 
 

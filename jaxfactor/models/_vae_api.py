@@ -346,7 +346,7 @@ def _prepare(data, layer, kind, likelihood, n_latent, n_hidden, n_layers, dropou
         _choice(likelihood, "likelihood", LIKELIHOODS)
         _choice(norm, "norm", NORMS)
         _choice(transform, "transform", TRANSFORMS)
-        for v, nm in ((n_latent, "n_latent"), (n_hidden, "n_hidden"), (n_layers, "n_layers"), (batch_size, "batch_size"),
+        for v, nm in ((n_latent, "n_components"), (n_hidden, "n_hidden"), (n_layers, "n_layers"), (batch_size, "batch_size"),
                       (patience, "patience"), (eval_chunk, "eval_chunk")):
             _int(v, nm)
         _num(dropout_rate, "dropout_rate", 0.0, 1.0, hi_open=True)
@@ -378,7 +378,8 @@ def _prepare(data, layer, kind, likelihood, n_latent, n_hidden, n_layers, dropou
         config = VAEConfig(n_genes=int(genes.size), n_latent=int(n_latent), n_hidden=int(n_hidden), n_layers=int(n_layers),
                            dropout_rate=float(dropout_rate), norm=norm, likelihood=likelihood, kind=kind, transform=transform)
         if n_latent > genes.size:
-            raise ValueError(f"n_latent={n_latent} is larger than the number of genes ({genes.size}); choose n_latent <= {genes.size}")
+            raise ValueError(f"n_components={n_latent} (the latent size) is larger than the number of genes ({genes.size}); "
+                             f"choose n_components <= {genes.size}")
         hp = VAEHparams(lr=float(lr), weight_decay=float(weight_decay), adam_eps=float(adam_eps),
                         kl_warmup_epochs=float(kl_warmup_epochs), patience=float(patience), min_delta=float(min_delta))
         rng = np.random.default_rng(seed)
