@@ -17,11 +17,13 @@ The collectives run inside ``jax.shard_map`` (manual over ``"cells"``), so the p
 explicit and XLA inserts nothing behind our back. The mesh axis type is chosen deliberately as
 ``Explicit`` (JAX >= 0.7 defaults to it; older releases to ``Auto``), as for the sweep mesh.
 
-This module is the one place every family shards its cells: ``sharded_algorithm`` /
-``fit_cells`` (NMF, weighted NMF: state rows padded, unpadded after the fit), ``CellData`` /
-``Cells`` / ``on_cells`` (the EM models: masked rows inside every sum) and ``over_cells`` /
-``padded_size`` (the VAE's data-parallel minibatches), all on the same primitives (``pad_rows``,
-``place_rows``, ``cell_sum``).
+This module is the one place every family shards its cells, with one mechanism — masked rows:
+the data is a ``CellData`` (rows padded to a multiple of the mesh size, ``n_cells`` real) and
+every function runs through ``on_cells``, which hands it a ``Cells`` (its rows, the padding mask,
+``Cells.sum`` = ``psum`` over "cells"). The EM models call ``on_cells`` inside their steps;
+NMF and weighted NMF get theirs from ``sharded_algorithm`` (and ``fit_cells`` pads their per-cell
+state, unpadded after the fit); the VAE splits every minibatch (``over_cells``, its tail rows
+masked). All on the same primitives (``pad_rows``, ``place_rows``, ``cell_sum``).
 """
 
 from __future__ import annotations
@@ -156,14 +158,18 @@ def sharded_algorithm(init: Callable, step: Callable, objective: Callable, *, mo
                       mesh) -> Algorithm:
     """The ``Algorithm`` whose step and objective run on row shards over ``mesh``.
 
-    ``step(state, data, hp, sharded=...)`` and ``objective(...)`` are the one implementation of
-    the method: with ``sharded=True`` they see this device's rows of the per-cell leaves and
-    total their partial sums with :func:`cell_sum`. ``mesh=None`` returns the unsharded triple
-    (the same functions, so the one-device program is unchanged).
+    ``step(state, data, hp, cells=...)`` and ``objective(...)`` are the one implementation of
+    the method: ``cells`` (:class:`Cells`; ``None`` on one device, all rows real) says which
+    rows are here and which are padding; every sum over cells goes through ``cells.sum`` (a
+    ``psum`` over "cells" when sharded) and per-cell results through ``cells.keep`` (padded rows
+    masked), the same masked-rows contract as the EM models' :func:`on_cells`. ``mesh=None``
+    returns the unsharded triple (the same functions, so the one-device program is unchanged).
 
-    The sharded ``init`` gathers the data, runs ``init`` on it and splits the per-cell state:
-    it needs data already padded to a multiple of the mesh size (the padded rows then count in
-    data-dependent inits such as ``mean(X)``); :func:`fit_cells` initialises on the unpadded data.
+    With a mesh the data is a :class:`CellData` (:func:`place_cells`: per-cell leaves of the
+    ``layout`` padded to a multiple of the mesh size and split, ``n_cells`` the real rows). The
+    sharded ``init`` gathers the data, runs ``init`` on it and splits the per-cell state (the
+    padded rows then count in data-dependent inits such as ``mean(X)``; :func:`fit_cells`
+    initialises on the unpadded data).
     """
     if mesh is None:
         return Algorithm(init, step, objective, monotone=monotone)
@@ -171,22 +177,35 @@ def sharded_algorithm(init: Callable, step: Callable, objective: Callable, *, mo
     ins = (layout.state, layout.data, REPL)
     sharding = lambda spec: jax.sharding.NamedSharding(mesh, spec)
 
+    def inner(data):
+        if not isinstance(data, CellData):
+            raise ValueError("a cell-sharded algorithm takes its data as a CellData (jaxfactor._cells.place_cells)")
+        return data.data, data.n_cells, n_rows(layout.data, data.data)
+
     def sharded_init(key, data, hp):
-        data = jax.tree_util.tree_map(lambda x: jax.sharding.reshard(x, sharding(REPL)), data)
+        data = jax.tree_util.tree_map(lambda x: jax.sharding.reshard(x, sharding(REPL)), inner(data)[0])
         state = init(key, data, hp)
         return jax.tree_util.tree_map(
             lambda spec, sub: jax.tree_util.tree_map(lambda x: jax.sharding.reshard(x, sharding(spec)), sub),
             layout.state, state, is_leaf=_is_spec,
         )
 
-    sharded_step = over_cells(partial(step, sharded=True), mesh, ins, layout.state)
-    sharded_objective = over_cells(partial(objective, sharded=True), mesh, ins, REPL)
-    return Algorithm(sharded_init, sharded_step, sharded_objective, monotone=monotone)
+    def on_shards(fn, out_specs):
+        def run(state, data, hp):
+            rows, n, total = inner(data)
+            local = lambda s, d, h, cells: fn(s, d, h, cells=cells)
+            return on_cells(local, mesh, n, total, ins, out_specs)(state, rows, hp)
+
+        return run
+
+    return Algorithm(sharded_init, on_shards(step, layout.state), on_shards(objective, REPL), monotone=monotone)
 
 
-def place_cells(data, mesh, layout: CellLayout):
-    """``data`` padded to a multiple of the mesh size and placed on it (see :func:`fit_cells`)."""
-    return place_tree(mesh, layout.data, pad_tree(layout.data, data, padded_size(n_rows(layout.data, data), mesh)))
+def place_cells(data, mesh, layout: CellLayout) -> "CellData":
+    """``data`` as a :class:`CellData` for ``mesh``: the ``layout``'s per-cell leaves padded to a
+    multiple of the mesh size and split over "cells", the others replicated (see :func:`fit_cells`)."""
+    n = n_rows(layout.data, data)
+    return CellData(place_tree(mesh, layout.data, pad_tree(layout.data, data, padded_size(n, mesh))), n)
 
 
 @partial(jax.jit, static_argnames=("mesh", "specs", "n"))
@@ -268,8 +287,8 @@ def fit_cells(alg: Algorithm, data, hp, keys, *, mesh, layout: CellLayout, init:
 # masked rows: a model's data with its cells padded for a mesh (``CellData``) and where a function
 # runs (``Cells``: every sum over cells goes through ``Cells.sum``, a ``psum`` over "cells" inside
 # ``shard_map`` and the identity on one device; padded rows are masked out of every such sum).
-# The EM models (GMM, PPCA, binomial mixture) use this; NMF's ``sharded_algorithm`` pads rows that
-# vanish identically and needs no mask; the VAE splits each minibatch with ``over_cells``.
+# The EM models (GMM, PPCA, binomial mixture) and, through ``sharded_algorithm``, NMF and
+# weighted NMF use this; the VAE splits each minibatch with ``over_cells``.
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=["data"], meta_fields=["n_cells"])

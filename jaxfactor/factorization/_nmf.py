@@ -23,7 +23,7 @@ Update rules (each step updates W then H, the order scikit-learn uses):
 Cell sharding (``mesh=``, a :func:`jaxfactor.cell_mesh`): the rows of X and W (cells) are split
 over devices, H is replicated. Every W update only reads its own rows of X and W (and the
 replicated H, HHᵀ); every H update needs sums over all cells — ``WᵀW``, ``WᵀX``,
-``Wᵀ(X / WH)``, ``Wᵀ1`` — which each device forms on its rows and ``psum``s (``cell_sum``), so
+``Wᵀ(X / WH)``, ``Wᵀ1`` — which each device forms on its rows and ``psum``s (``Cells.sum``), so
 the k × k and k × p totals, the Lipschitz constant ``λ_max(WᵀW)`` and the new H are identical
 on every device. The objective is the ``psum`` of per-shard sums plus the H penalties. Padding
 rows (n not a multiple of the device count) are zero rows of X and W: they stay exactly zero
@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from .._base import Algorithm
-from .._cells import REPL, ROWS, CellLayout, cell_sum, sharded_algorithm
+from .._cells import REPL, ROWS, CellLayout, Cells, all_cells, sharded_algorithm
 from .._registry import register_example
 from ..numerics import eps, safe_div
 from ._nmf_init import INITS, initialize
@@ -79,21 +79,29 @@ def _penalty_H(H, hp: NMFHparams):
     return hp.l1_H * jnp.sum(H) + 0.5 * hp.l2_H * jnp.sum(H * H)
 
 
-def frobenius_objective(state: NMFState, X, hp: NMFHparams, *, sharded: bool = False):
-    """½‖X − WH‖²_F plus penalties (``sharded``: X and W are this device's rows; psum'd)."""
-    R = X - state.W @ state.H
-    return cell_sum(0.5 * jnp.sum(R * R) + _penalty_W(state.W, hp), sharded) + _penalty_H(state.H, hp)
+def _here(X, cells: Cells | None) -> Cells:
+    """Where a step runs: ``cells`` inside ``sharded_algorithm`` (this device's rows of X and W,
+    padding masked, sums psum'd), else every row of X on one device."""
+    return all_cells(X.shape[0]) if cells is None else cells
 
 
-def kl_objective(state: NMFState, X, hp: NMFHparams, *, sharded: bool = False):
+def frobenius_objective(state: NMFState, X, hp: NMFHparams, *, cells: Cells | None = None):
+    """½‖X − WH‖²_F plus penalties (``cells``: X and W are this device's rows; psum'd)."""
+    c = _here(X, cells)
+    R = c.keep(X - state.W @ state.H)
+    return c.sum(0.5 * jnp.sum(R * R) + _penalty_W(state.W, hp)) + _penalty_H(state.H, hp)
+
+
+def kl_objective(state: NMFState, X, hp: NMFHparams, *, cells: Cells | None = None):
     """Generalised KL divergence D(X‖WH) (with 0 log 0 = 0) plus penalties.
 
     ``WH`` is floored at epsilon inside the logarithm only (where X > 0); the linear term is
-    the exact Σ WH. ``sharded``: X and W are this device's rows; the sum is psum'd.
+    the exact Σ WH. ``cells``: X and W are this device's rows; the sum is psum'd.
     """
     WH = state.W @ state.H
     xlogx = jnp.where(X > 0, X * jnp.log(jnp.where(X > 0, X, 1.0) / jnp.maximum(WH, eps(X.dtype))), 0.0)
-    return cell_sum(jnp.sum(xlogx - X + WH) + _penalty_W(state.W, hp), sharded) + _penalty_H(state.H, hp)
+    c = _here(X, cells)
+    return c.sum(jnp.sum(c.keep(xlogx - X + WH)) + _penalty_W(state.W, hp)) + _penalty_H(state.H, hp)
 
 
 def _make_init(n_components: int, init: str):
@@ -107,16 +115,17 @@ def _make_init(n_components: int, init: str):
     return init_fn
 
 
-# Each step takes ``sharded``: False on one device; True inside ``shard_map`` over a cell mesh,
-# where X and W hold this device's rows and ``cell_sum`` psums the sums over cells.
+# Each step takes ``cells``: None on one device; inside ``shard_map`` over a cell mesh X and W hold
+# this device's rows, ``c.sum`` psums the sums over cells and ``c.keep`` masks the padded rows.
 
 
-def _mu_step(state: NMFState, X, hp: NMFHparams, *, sharded: bool = False) -> NMFState:
+def _mu_step(state: NMFState, X, hp: NMFHparams, *, cells: Cells | None = None) -> NMFState:
+    c = _here(X, cells)
     W, H = state
     HHt = H @ H.T
-    W = W * safe_div(X @ H.T, W @ HHt + hp.l1_W + hp.l2_W * W)
-    WtW = cell_sum(W.T @ W, sharded)
-    H = H * safe_div(cell_sum(W.T @ X, sharded), WtW @ H + hp.l1_H + hp.l2_H * H)
+    W = c.keep(W * safe_div(X @ H.T, W @ HHt + hp.l1_W + hp.l2_W * W))
+    WtW = c.sum(W.T @ W)
+    H = H * safe_div(c.sum(W.T @ X), WtW @ H + hp.l1_H + hp.l2_H * H)
     return NMFState(W, H)
 
 
@@ -125,25 +134,27 @@ def _lipschitz(G):
     return jnp.linalg.eigvalsh(G)[-1]
 
 
-def _pgd_step(state: NMFState, X, hp: NMFHparams, *, sharded: bool = False) -> NMFState:
+def _pgd_step(state: NMFState, X, hp: NMFHparams, *, cells: Cells | None = None) -> NMFState:
+    c = _here(X, cells)
     W, H = state
     floor = eps(X.dtype)
     HHt = H @ H.T
     grad_W = W @ HHt - X @ H.T + hp.l1_W + hp.l2_W * W
-    W = jnp.maximum(W - grad_W / jnp.maximum(_lipschitz(HHt) + hp.l2_W, floor), 0.0)
-    WtW = cell_sum(W.T @ W, sharded)
-    grad_H = WtW @ H - cell_sum(W.T @ X, sharded) + hp.l1_H + hp.l2_H * H
+    W = c.keep(jnp.maximum(W - grad_W / jnp.maximum(_lipschitz(HHt) + hp.l2_W, floor), 0.0))
+    WtW = c.sum(W.T @ W)
+    grad_H = WtW @ H - c.sum(W.T @ X) + hp.l1_H + hp.l2_H * H
     H = jnp.maximum(H - grad_H / jnp.maximum(_lipschitz(WtW) + hp.l2_H, floor), 0.0)
     return NMFState(W, H)
 
 
-def _kl_step(state: NMFState, X, hp: NMFHparams, *, sharded: bool = False) -> NMFState:
+def _kl_step(state: NMFState, X, hp: NMFHparams, *, cells: Cells | None = None) -> NMFState:
+    c = _here(X, cells)
     W, H = state
     floor = eps(X.dtype)
     ratio = X / jnp.maximum(W @ H, floor)
-    W = W * safe_div(ratio @ H.T, jnp.sum(H, axis=1)[None, :] + hp.l1_W + hp.l2_W * W)
+    W = c.keep(W * safe_div(ratio @ H.T, jnp.sum(H, axis=1)[None, :] + hp.l1_W + hp.l2_W * W))
     ratio = X / jnp.maximum(W @ H, floor)
-    num, colsum = cell_sum((W.T @ ratio, jnp.sum(W, axis=0)), sharded)
+    num, colsum = c.sum((W.T @ ratio, jnp.sum(W, axis=0)))
     H = H * safe_div(num, colsum[:, None] + hp.l1_H + hp.l2_H * H)
     return NMFState(W, H)
 
@@ -153,8 +164,8 @@ def nmf_mu(n_components: int, init: str = "nndsvda", mesh: jax.sharding.Mesh | N
     """Frobenius NMF by Lee–Seung multiplicative updates (monotone). Cached per arguments.
 
     ``mesh``: a cell mesh (:func:`jaxfactor.cell_mesh`): step and objective run on row shards of
-    X and W (X padded to a multiple of the mesh size with zero rows and split by rows, e.g. with
-    :func:`jaxfactor._cells.place_cells`; see the module docstring). ``jaxfactor.nmf.fit(mesh=)``
+    X and W (the data a ``CellData``: X padded to a multiple of the mesh size and split by rows, the
+    padded rows masked; :func:`jaxfactor._cells.place_cells`; see the module docstring). ``jaxfactor.nmf.fit(mesh=)``
     does the padding, placement and the init on the unpadded data for you.
     """
     return sharded_algorithm(_make_init(n_components, init), _mu_step, frobenius_objective, monotone=True,

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from .._base import Algorithm
-from .._cells import REPL, ROWS, CellLayout, cell_sum, sharded_algorithm
+from .._cells import REPL, ROWS, CellLayout, Cells, all_cells, sharded_algorithm
 from .._registry import register_example
 from ..numerics import safe_div
 
@@ -80,12 +80,19 @@ def effective_weights(data: WNMFData):
     return data.W * data.row_mask[:, None] * data.col_mask[None, :]
 
 
-def weighted_loss(state: WNMFState, data: WNMFData, hp: WNMFHparams, *, sharded: bool = False):
-    """Σ W∘(M − CVᵀ)² over used cells and variants, plus the ridge terms (``sharded``: the
-    per-cell sums are over this device's rows and psum'd)."""
+def _here(data: WNMFData, cells: Cells | None) -> Cells:
+    """``cells`` inside ``sharded_algorithm`` (this device's rows, padding masked, sums psum'd),
+    else every row on one device."""
+    return all_cells(data.M.shape[0]) if cells is None else cells
+
+
+def weighted_loss(state: WNMFState, data: WNMFData, hp: WNMFHparams, *, cells: Cells | None = None):
+    """Σ W∘(M − CVᵀ)² over used cells and variants, plus the ridge terms (``cells``: the
+    per-cell sums are over this device's rows and psum'd, padded rows masked)."""
+    c = _here(data, cells)
     R = data.M - state.C @ state.V.T
     return (
-        cell_sum(jnp.sum(effective_weights(data) * R * R) + hp.l2_C * jnp.sum(state.C**2), sharded)
+        c.sum(jnp.sum(c.keep(effective_weights(data) * R * R)) + hp.l2_C * jnp.sum(c.keep(state.C)**2))
         + hp.l2_V * jnp.sum(state.V**2)
     )
 
@@ -119,7 +126,7 @@ def gram_cols(Wt, V, v_weight):
 
 
 def _bcd_step(sweeps):
-    def step(state: WNMFState, data: WNMFData, hp: WNMFHparams, *, sharded: bool = False) -> WNMFState:
+    def step(state: WNMFState, data: WNMFData, hp: WNMFHparams, *, cells: Cells | None = None) -> WNMFState:
         # Rows of the factor being solved run along the last axis (contiguous per coordinate).
         # The masks are folded into the small factor-side terms, so the (n × p) matrices stay
         # shared across a vmapped batch of masks (bootstraps, filters) and are never copied.
@@ -129,20 +136,22 @@ def _bcd_step(sweeps):
         rm, cm = data.row_mask, data.col_mask
         WM = data.W * data.M
         Q = gram_cols(data.W.T, V, cm) + hp.l2_C * ridge
-        C = box_qp_rows(Q, (cm[:, None] * V).T @ WM.T, C.T, sweeps).T
-        Q, b = cell_sum((gram_cols(data.W, C, rm), (rm[:, None] * C).T @ WM), sharded)  # sums over cells
+        c = _here(data, cells)
+        C = c.keep(box_qp_rows(Q, (cm[:, None] * V).T @ WM.T, C.T, sweeps).T)
+        Q, b = c.sum((gram_cols(data.W, C, rm), (rm[:, None] * C).T @ WM))  # sums over cells
         V = box_qp_rows(cm * Q + hp.l2_V * ridge, cm * b, V.T, sweeps).T
         return WNMFState(C, V)
 
     return step
 
 
-def _mu_step(state: WNMFState, data: WNMFData, hp: WNMFHparams, *, sharded: bool = False) -> WNMFState:
+def _mu_step(state: WNMFState, data: WNMFData, hp: WNMFHparams, *, cells: Cells | None = None) -> WNMFState:
+    c = _here(data, cells)
     Weff = effective_weights(data)
     WM = Weff * data.M
     C, V = state
-    C = jnp.minimum(1.0, C * safe_div(WM @ V, (Weff * (C @ V.T)) @ V + hp.l2_C * C))
-    num, den = cell_sum((WM.T @ C, (Weff * (C @ V.T)).T @ C), sharded)  # sums over cells
+    C = c.keep(jnp.minimum(1.0, C * safe_div(WM @ V, (Weff * (C @ V.T)) @ V + hp.l2_C * C)))
+    num, den = c.sum((WM.T @ C, (Weff * (C @ V.T)).T @ C))  # sums over cells
     V = jnp.minimum(1.0, V * safe_div(num, den + hp.l2_V * V))
     return WNMFState(C, V)
 
