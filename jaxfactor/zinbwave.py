@@ -8,6 +8,10 @@ components (Risso et al., Nat. Commun. 9:284, 2018; Bioconductor ``zinbwave``). 
   observational weights, the penalised log-likelihood trace).
 - ``fit_counts(Y, ...)``: the same on a count matrix, returning a ``ZINBWaVEResult``.
 - ``transform(fitted, adata_new)`` / ``ZINBWaVEResult.transform(Y)``: W for new cells.
+- ``ZINBWaVEResult.residuals(Y)`` / ``normalized_values(Y)`` / ``imputed_counts(Y)``: zinbwave's
+  ``computeDevianceResiduals``, ``normalizedValues`` and ``imputeZeros`` (also on
+  ``ZINBWaVEModel``, and as layers from ``fit(..., residuals=True, ...)``).
+- ``which_X_mu``, ``which_X_pi``, ``which_V_mu``, ``which_V_pi``: the covariates each side uses.
 - ``simulate(...)``: counts from the model with the true parameters.
 """
 

@@ -45,7 +45,7 @@ def zinbwave_algorithm(n_components: int, zero_inflation: bool = True, common_di
         if K:
             st = _orth_state(st, hp)
         if intercepts:
-            st = _balance_intercepts(st, hp, zi)
+            st = _balance_intercepts(st, hp, zi, d)
         return st
 
     def objective(st, d, hp):

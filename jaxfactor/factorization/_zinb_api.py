@@ -10,6 +10,7 @@ from ..data._io import anndata_matrix
 from ._zinb_fit import ZINBWaVEResult, check_counts, check_rank, fit_zinbwave, transform_counts, zero_rows_cols
 
 KEY = "zinbwave"
+_WHICH = ("which_X_mu", "which_X_pi", "which_V_mu", "which_V_pi")
 
 
 def design_matrix(frame, columns, *, levels: dict | None = None, intercept: bool = True):
@@ -61,7 +62,8 @@ def _covariates(Z, frame, what):
 
 def fit(adata, n_components: int = 2, *, X=None, V=None, layer: str | None = None, O_mu=None, O_pi=None,
         common_dispersion: bool = False, zero_inflation: bool = True, max_iter: int = 25, tol: float = 1e-4,
-        seed: int = 0, progress: bool = False, **penalties):
+        seed: int = 0, progress: bool = False, which_X_mu=None, which_X_pi=None, which_V_mu=None, which_V_pi=None,
+        normalized_values: bool = False, residuals: bool = False, imputed_values: bool = False, **penalties):
     """ZINB-WaVE on ``adata`` (cells × genes; counts in ``adata.X`` or ``adata.layers[layer]``).
 
     ``X``: obs column names (an intercept plus numeric columns and one-hot categories) or an
@@ -70,6 +72,12 @@ def fit(adata, n_components: int = 2, *, X=None, V=None, layer: str | None = Non
     warning that counts them (the result then has fewer obs/vars). ``penalties``: ``epsilon``,
     ``epsilon_beta``, ``epsilon_gamma``, ``epsilon_W``, ``epsilon_alpha``, ``epsilon_zeta``,
     ``epsilon_min_logit`` (see ``fit_zinbwave``); other keywords as in ``fit_zinbwave``.
+    ``which_X_mu``, ``which_X_pi``, ``which_V_mu``, ``which_V_pi``: the design columns (0-based,
+    the intercept first) each regression uses, as in zinbwave (default all).
+    ``normalized_values``, ``residuals``, ``imputed_values``: also write zinbwave's assays of
+    these names (``zinbwave()``'s arguments; see ``ZINBWaVEResult.normalized_values``,
+    ``residuals``, ``imputed_counts``) as ``layers['zinbwave_normalized_values']``,
+    ``layers['zinbwave_residuals']`` (deviance) and ``layers['zinbwave_imputed']``.
 
     Returns a new AnnData (``adata`` is not modified) with
 
@@ -105,8 +113,17 @@ def fit(adata, n_components: int = 2, *, X=None, V=None, layer: str | None = Non
         O_pi = None if O_pi is None else np.asarray(O_pi)[np.ix_(keep_c, keep_g)]
     out = out.copy()
     res = fit_zinbwave(Y, n_components, X=Xd, V=Vd, O_mu=O_mu, O_pi=O_pi, common_dispersion=common_dispersion,
-                       zero_inflation=zero_inflation, max_iter=max_iter, tol=tol, seed=seed, progress=progress, **penalties)
+                       zero_inflation=zero_inflation, max_iter=max_iter, tol=tol, seed=seed, progress=progress,
+                       which_X_mu=which_X_mu, which_X_pi=which_X_pi, which_V_mu=which_V_mu, which_V_pi=which_V_pi,
+                       **penalties)
     write_result(out, res, Y, x_names, x_levels, v_names, v_levels, layer=layer, X_given=X, V_given=V)
+    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    if normalized_values:
+        out.layers[f"{KEY}_normalized_values"] = f32(res.normalized_values(Y))
+    if residuals:
+        out.layers[f"{KEY}_residuals"] = f32(res.residuals(Y))
+    if imputed_values:
+        out.layers[f"{KEY}_imputed"] = f32(res.imputed_counts(Y))
     return out
 
 
@@ -122,8 +139,7 @@ def write_result(out, res: ZINBWaVEResult, Y, x_names, x_levels, v_names, v_leve
     out.varm[f"{KEY}_beta_mu"] = f32(res.beta_mu.T)
     out.varm[f"{KEY}_beta_pi"] = f32(res.beta_pi.T)
     out.var[f"{KEY}_theta"] = res.theta
-    log_mu, logit_pi = res.log_mu(), res.logit_pi()
-    out.layers[f"{KEY}_mu"] = f32(np.exp(log_mu))
+    out.layers[f"{KEY}_mu"] = f32(np.exp(res.log_mu()))
     out.layers[f"{KEY}_pi"] = f32(res.pi())
     out.layers[f"{KEY}_weights"] = f32(res.weights(Y))
     hp = res.hparams
@@ -148,6 +164,7 @@ def write_result(out, res: ZINBWaVEResult, Y, x_names, x_levels, v_names, v_leve
             "eps_beta_mu": np.asarray(hp.eps_beta_mu), "eps_beta_pi": np.asarray(hp.eps_beta_pi),
             "eps_gamma_mu": np.asarray(hp.eps_gamma_mu), "eps_gamma_pi": np.asarray(hp.eps_gamma_pi),
             "eps_W": float(hp.eps_W), "eps_alpha": float(hp.eps_alpha), "eps_zeta": float(hp.eps_zeta),
+            **{k: np.asarray(v, np.int64) for k, v in res.which.items()},
         },
     }
     out.uns[KEY]["V_matrix"] = res.V
@@ -176,6 +193,7 @@ def result_from_anndata(fitted) -> ZINBWaVEResult:
         V=V, O_mu=None, O_pi=None, penalized_log_likelihood=float(u["penalized_log_likelihood"]),
         log_likelihood=float(u["log_likelihood"]), trace=np.asarray(u["trace"]), n_iter=int(u["n_iter"]),
         converged=bool(u["converged"]), hparams=hp, zero_inflation=zi, common_dispersion=bool(s["common_dispersion"]),
+        **{k: tuple(int(i) for i in np.atleast_1d(s[k])) for k in _WHICH if k in s},
     )
 
 

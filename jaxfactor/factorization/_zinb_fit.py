@@ -60,6 +60,38 @@ def check_design(Z, n: int, name: str, what: str, *, full_rank: bool = True) -> 
     return Z
 
 
+def check_columns(which, p: int, name: str, design: str) -> tuple:
+    """Column indices (0-based) of a p-column design: None is every column; otherwise integers in
+    0..p−1 without repeats (zinbwave's ``which_X_mu`` etc., there 1-based)."""
+    if which is None:
+        return tuple(range(p))
+    idx = np.atleast_1d(np.asarray(which))
+    if idx.ndim != 1 or (idx.size and not (np.issubdtype(idx.dtype, np.integer) and idx.dtype != np.bool_)):
+        raise ValueError(f"{name} must be integer column indices of {design} (0-based), got {which!r}")
+    bad = [int(i) for i in idx if not 0 <= i < p]
+    if bad:
+        raise ValueError(f"{name} has indices {bad[:5]} out of range for {design} with {p} columns; use 0..{p - 1}")
+    if len(set(idx.tolist())) != idx.size:
+        raise ValueError(f"{name} repeats column indices ({sorted(idx.tolist())}); give each column once")
+    return tuple(sorted(int(i) for i in idx))
+
+
+def masked(Z: np.ndarray, cols: tuple) -> np.ndarray:
+    """Z with the columns not in ``cols`` set to 0 (an unused covariate: its coefficient stays 0)."""
+    keep = np.zeros(Z.shape[1], bool)
+    keep[list(cols)] = True
+    return np.where(keep[None, :], Z, 0.0)
+
+
+def _check_side_rank(Z: np.ndarray, cols: tuple, name: str):
+    """The columns a regression uses (all-zero ones aside) must be linearly independent."""
+    sub = Z[:, list(cols)]
+    sub = sub[:, np.any(sub != 0, axis=0)]
+    if sub.shape[1] and np.linalg.matrix_rank(sub) < sub.shape[1]:
+        raise ValueError(f"{name} is rank-deficient (rank {np.linalg.matrix_rank(sub)} < {sub.shape[1]} columns); "
+                         "drop collinear columns")
+
+
 def check_offset(O, shape, name: str):
     if O is None:
         return None
@@ -110,6 +142,12 @@ class ZINBWaVEResult:
       n_iter, converged: outer iterations run; whether the relative change fell below ``tol``.
       hparams: the penalties used (``ZINBHparams`` of NumPy arrays).
       zero_inflation, common_dispersion: the model variant.
+      which_X_mu, which_X_pi, which_V_mu, which_V_pi: the columns of X and V the μ and π
+        regressions use (None: all; the others' coefficients are 0).
+
+    Derived matrices (zinbwave's ``computeDevianceResiduals``, ``imputeZeros`` and the
+    ``normalizedValues`` of ``zinbwave()``; R/normalized_values.R of the Bioconductor package):
+    ``log_likelihood_matrix``, ``residuals``, ``normalized_values``, ``imputed_counts``.
     """
 
     W: np.ndarray
@@ -132,10 +170,22 @@ class ZINBWaVEResult:
     hparams: ZINBHparams = field(repr=False)
     zero_inflation: bool = True
     common_dispersion: bool = False
+    which_X_mu: tuple | None = None
+    which_X_pi: tuple | None = None
+    which_V_mu: tuple | None = None
+    which_V_pi: tuple | None = None
 
     @property
     def n_components(self) -> int:
         return self.W.shape[1]
+
+    @property
+    def which(self) -> dict:
+        """The columns of X and V used by each side (every column where the field is None)."""
+        M, L = np.asarray(self.X).shape[1], np.asarray(self.V).shape[1]
+        cols = lambda v, p: tuple(range(p)) if v is None else tuple(int(i) for i in v)  # noqa: E731
+        return {"which_X_mu": cols(self.which_X_mu, M), "which_X_pi": cols(self.which_X_pi, M),
+                "which_V_mu": cols(self.which_V_mu, L), "which_V_pi": cols(self.which_V_pi, L)}
 
     @property
     def theta(self) -> np.ndarray:
@@ -172,6 +222,77 @@ class ZINBWaVEResult:
             return np.ones_like(Y)
         return observational_weights(Y, self.log_mu(), self.logit_pi(), self.zeta[None, :])
 
+    def _check_Y(self, Y) -> np.ndarray:
+        Y = check_counts(Y)
+        shape = (self.W.shape[0], self.V.shape[0])
+        if Y.shape != shape:
+            raise ValueError(f"counts have shape {Y.shape} but the model was fitted on {shape}; pass the fitted counts")
+        return Y
+
+    def _predictors(self, ignore_W: bool):
+        a, b = self.log_mu(), self.logit_pi()
+        if ignore_W and self.n_components:
+            a = a - self.W @ self.alpha_mu
+            if self.zero_inflation:
+                b = b - self.W @ self.alpha_pi
+        return a, b
+
+    def log_likelihood_matrix(self, Y, *, ignore_W: bool = False) -> np.ndarray:
+        """(n, J) log ZINB(y_ij | μ_ij, θ_j, π_ij) in float64 (``ignore_W``: with W = 0). An
+        entry of likelihood 0 (y > 0 where π = 1) gets the smallest finite value, as zinbwave's
+        ``zinb.loglik.matrix`` does, so nothing downstream is infinite."""
+        Y = self._check_Y(Y)
+        a, b = self._predictors(ignore_W)
+        with jax.enable_x64(True):
+            ll = np.asarray(zinb_log_prob(jnp.asarray(Y, jnp.float64), jnp.asarray(a, jnp.float64),
+                                          jnp.asarray(b, jnp.float64), jnp.asarray(self.zeta, jnp.float64)[None, :],
+                                          bool(self.zero_inflation)), np.float64)
+        finite = np.isfinite(ll)
+        return ll if finite.all() else np.where(finite, ll, ll[finite].min() if finite.any() else -745.0)
+
+    def residuals(self, Y, kind: str = "deviance", *, ignore_W: bool = False) -> np.ndarray:
+        """(n, J) residuals of the fit (``ignore_W``: of the model with W = 0).
+
+        ``"deviance"`` — zinbwave's ``computeDevianceResiduals``:
+        ``sign(y − (1 − π) μ) √(−2 log ZINB(y))`` (the sign is −1 where y equals the mean), so
+        the sum of squares is −2 × the log-likelihood (zinbwave's deviance has no
+        saturated-model term). ``"pearson"``: ``(y − E y)/√Var y`` with the ZINB moments
+        ``E y = (1 − π) μ`` and ``Var y = (1 − π) μ (1 + μ (π + 1/θ))``."""
+        if kind not in ("deviance", "pearson"):
+            raise ValueError(f"kind must be 'deviance' or 'pearson', got {kind!r}")
+        Y = self._check_Y(Y)
+        a, b = self._predictors(ignore_W)
+        mu = np.exp(a)
+        pi = 1.0 / (1.0 + np.exp(-b))
+        mean = (1.0 - pi) * mu
+        if kind == "pearson":
+            var = mean * (1.0 + mu * (pi + np.exp(-self.zeta)[None, :]))
+            return (Y - mean) / np.sqrt(np.maximum(var, np.finfo(np.float64).tiny))
+        ll = self.log_likelihood_matrix(Y, ignore_W=ignore_W)
+        return np.where(Y - mean > 0, 1.0, -1.0) * np.sqrt(np.maximum(-2.0 * ll, 0.0))
+
+    def normalized_values(self, Y) -> np.ndarray:
+        """zinbwave's ``normalizedValues`` (``zinbwave(normalizedValues = TRUE)``): the deviance
+        residuals of the model with W ignored, ``residuals(Y, "deviance", ignore_W=True)`` — the
+        counts adjusted for the known cell and gene covariates (X, V, offsets) only, so the
+        structure W captured stays in them (zinbwave's documentation: "for visualization …
+        please use the normalized values")."""
+        return self.residuals(Y, "deviance", ignore_W=True)
+
+    def imputed_counts(self, Y) -> np.ndarray:
+        """zinbwave's ``imputeZeros``: the counts, with every zero replaced by
+        ``μ π / (π + (1 − π) NB(0))`` = μ × P(the zero is a dropout | y = 0) = μ (1 − w), w the
+        observational weight (``weights``, unfloored); NB(0) = (1 + μ/θ)^(−θ). Non-zero counts are
+        kept; without zero inflation (π = 0) zeros stay 0."""
+        Y = self._check_Y(Y)
+        if not self.zero_inflation:
+            return Y.copy()
+        a, b = self._predictors(False)
+        l0 = -np.exp(self.zeta)[None, :] * np.logaddexp(0.0, a - self.zeta[None, :])  # log NB(0)
+        from scipy.special import expit
+
+        return np.where(Y > 0, Y, np.exp(a) * expit(b - l0))
+
     def transform(self, Y, X=None, *, O_mu=None, O_pi=None, batch_size: int = 1024, max_iter: int = 100,
                   tol: float = 1e-8) -> np.ndarray:
         """W (n_new × K) for new cells with every gene-level parameter fixed: the cell-wise block
@@ -207,6 +328,10 @@ def fit_zinbwave(
     n_inner: int = 1,
     progress: bool = False,
     epsilon_grid=None,
+    which_X_mu=None,
+    which_X_pi=None,
+    which_V_mu=None,
+    which_V_pi=None,
 ) -> ZINBWaVEResult:
     """Fit ZINB-WaVE to counts Y (n cells × J genes).
 
@@ -219,12 +344,20 @@ def fit_zinbwave(
       X: (n, M) cell covariates; default an intercept column. V: (J, L) gene covariates;
         default an intercept column. Either may have 0 columns.
       O_mu, O_pi: (n, J) offsets of log μ and logit π (default 0).
+      which_X_mu, which_X_pi, which_V_mu, which_V_pi: the columns (0-based indices) of X and V
+        that the μ and the π regressions use (zinbwave's arguments of these names, 1-based
+        there); default all. The unused coefficients are fixed at 0 (``_zinb.designs``), so
+        every choice shares one compiled program. An all-zero column of X or V is allowed
+        (its coefficients stay 0, as in zinbwave); the columns a side uses must otherwise be
+        linearly independent.
       common_dispersion: one θ for every gene (zinbwave's default) instead of gene-wise θ_j
         shrunk towards their mean by ε_ζ var(ζ).
       zero_inflation: False fits the negative-binomial model (π = 0).
       epsilon...: penalties (``default_hparams``: from ε = J, ε_β = ε_α = ε/J, ε_γ = ε_W = ε/n,
         ε_ζ = ε; intercepts unpenalised on μ and ``epsilon_min_logit`` on π).
-      max_iter, tol: outer iterations; stop when the relative change of PLL is below ``tol``.
+      max_iter, tol: outer iterations; stop when the relative change of PLL is below ``tol``
+        (zinbwave's ``maxiter.optimize = 25`` and ``stop.epsilon.optimize = 1e-4``; within an
+        iteration the dispersion is iterated until no log θ moves by more than 1e-3).
       n_inner: Fisher-scoring steps per block and outer iteration.
       progress: a progress bar over outer iterations (off when CI is set).
 
@@ -237,8 +370,15 @@ def fit_zinbwave(
         raise ValueError(f"counts have {int(empty_cells.sum())} all-zero cells and {int(empty_genes.sum())} all-zero genes; "
                          "drop them first (jaxfactor.zinbwave.fit drops them from an AnnData)")
     K = check_rank(n_components, (n, J))
-    Xd = np.ones((n, 1)) if X is None else check_design(X, n, "X", "cell")
-    Vd = np.ones((J, 1)) if V is None else check_design(V, J, "V", "gene")
+    Xd = np.ones((n, 1)) if X is None else check_design(X, n, "X", "cell", full_rank=False)
+    Vd = np.ones((J, 1)) if V is None else check_design(V, J, "V", "gene", full_rank=False)
+    which = {"which_X_mu": check_columns(which_X_mu, Xd.shape[1], "which_X_mu", "X"),
+             "which_X_pi": check_columns(which_X_pi, Xd.shape[1], "which_X_pi", "X"),
+             "which_V_mu": check_columns(which_V_mu, Vd.shape[1], "which_V_mu", "V"),
+             "which_V_pi": check_columns(which_V_pi, Vd.shape[1], "which_V_pi", "V")}
+    for key, Z, name in (("which_X_mu", Xd, "X"), ("which_X_pi", Xd, "X"), ("which_V_mu", Vd, "V"), ("which_V_pi", Vd, "V")):
+        full = which[key] == tuple(range(Z.shape[1]))
+        _check_side_rank(Z, which[key], name if full else f"{name}[:, {key}]")
     Om, Op = check_offset(O_mu, (n, J), "O_mu"), check_offset(O_pi, (n, J), "O_pi")
     max_iter = check_positive_int(max_iter, "max_iter")
     n_inner = check_positive_int(n_inner, "n_inner")
@@ -256,7 +396,7 @@ def fit_zinbwave(
 
     dt = _dtype()
     cast = lambda a: None if a is None else jnp.asarray(a, dt)
-    data = ZINBData(cast(Yn), cast(Xd), cast(Vd), cast(Om), cast(Op))
+    data = model_data(Yn, Xd, Vd, Om, Op, which, cast)
     ones = lambda Z: Z.shape[1] > 0 and bool(np.all(Z[:, 0] == 1))
     alg = zinbwave_algorithm(K, bool(zero_inflation), bool(common_dispersion), intercepts=ones(Xd) and ones(Vd),
                              n_inner=n_inner)
@@ -268,12 +408,22 @@ def fit_zinbwave(
         hps = jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x, dt) for x in xs]), *hp_nps)
         many = fit_many(alg, data, hps, key[None], max_iter=max_iter, tol=tol, chunk_size=1)
         fits = [jax.tree_util.tree_map(lambda x: x[j], many.best) for j in range(len(grid))]
-    out = [_result(res, data, hp_np, Xd, Vd, Om, Op, zero_inflation, common_dispersion, tol, max_iter)
+    out = [_result(res, data, hp_np, Xd, Vd, Om, Op, zero_inflation, common_dispersion, tol, max_iter, which)
            for res, hp_np in zip(fits, hp_nps)]
     return out if epsilon_grid is not None else out[0]
 
 
-def _result(res, data, hp_np, Xd, Vd, Om, Op, zero_inflation, common_dispersion, tol, max_iter) -> "ZINBWaVEResult":
+def model_data(Y, X, V, O_mu, O_pi, which: dict, cast) -> ZINBData:
+    """``ZINBData`` with the μ side's designs in X, V and, where the π side uses other columns,
+    its own in X_pi, V_pi (None otherwise: one pytree structure for the common case)."""
+    cast = (lambda a, c=cast: None if a is None else c(a))
+    Xm, Xp = masked(X, which["which_X_mu"]), masked(X, which["which_X_pi"])
+    Vm, Vp = masked(V, which["which_V_mu"]), masked(V, which["which_V_pi"])
+    same = np.array_equal(Xm, Xp) and np.array_equal(Vm, Vp)
+    return ZINBData(cast(Y), cast(Xm), cast(Vm), cast(O_mu), cast(O_pi), None if same else cast(Xp), None if same else cast(Vp))
+
+
+def _result(res, data, hp_np, Xd, Vd, Om, Op, zero_inflation, common_dispersion, tol, max_iter, which) -> "ZINBWaVEResult":
     """The fitted state as a ``ZINBWaVEResult`` (trace as the penalised log-likelihood)."""
     n_iter = int(res.n_iter)
     trace = -np.asarray(res.trace[: n_iter + 1], np.float64)
@@ -287,7 +437,7 @@ def _result(res, data, hp_np, Xd, Vd, Om, Op, zero_inflation, common_dispersion,
         gamma_mu=st.gamma_mu, gamma_pi=st.gamma_pi, zeta=st.zeta, X=Xd, V=Vd, O_mu=Om, O_pi=Op,
         penalized_log_likelihood=float(trace[-1]), log_likelihood=ll, trace=trace, n_iter=n_iter,
         converged=bool(res.converged), hparams=hp_np, zero_inflation=bool(zero_inflation),
-        common_dispersion=bool(common_dispersion),
+        common_dispersion=bool(common_dispersion), **which,
     )
 
 
@@ -370,8 +520,8 @@ def transform_counts(result: ZINBWaVEResult, Y, X=None, *, O_mu=None, O_pi=None,
     outs = []
     for start in range(0, n, B):
         idx = np.minimum(np.arange(start, start + B), n - 1)  # pad the last batch with its last cell
-        sub = lambda A: None if A is None else cast(A[idx])
-        data = ZINBData(sub(Yn), sub(Xd), cast(result.V), sub(Om), sub(Op))
+        data = model_data(Yn[idx], Xd[idx], result.V, None if Om is None else Om[idx], None if Op is None else Op[idx],
+                          result.which, cast)
         W, gm, gp, _ = run(gene, data, hp, jnp.asarray(tol, dt))
         keep = min(B, n - start)
         outs.append((np.asarray(W, np.float64)[:keep], np.asarray(gm, np.float64)[:, :keep], np.asarray(gp, np.float64)[:, :keep]))

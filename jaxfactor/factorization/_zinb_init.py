@@ -21,14 +21,17 @@ import jax
 import jax.numpy as jnp
 
 from ._nmf_init import randomized_svd
-from ._zinb import ZINBData, ZINBHparams, ZINBState, _offsets, orthogonalize
+from ._zinb import ZINBData, ZINBHparams, ZINBState, _offsets, designs, orthogonalize
 
 
 def _ridge_projector(Z, eps):
-    """(ZᵀZ + diag eps)⁻¹ Zᵀ, or an empty matrix when Z has no column."""
+    """(ZᵀZ + diag eps)⁻¹ Zᵀ, or an empty matrix when Z has no column. An all-zero column (a
+    covariate the side does not use, or given as zeros) gets a zero row: 1 is added to its
+    diagonal, so an unpenalised zero column does not make the system singular."""
     if Z.shape[1] == 0:
         return jnp.zeros((0, Z.shape[0]), Z.dtype)
-    return jnp.linalg.solve(Z.T @ Z + jnp.diag(eps), Z.T)
+    unused = jnp.all(Z == 0, axis=0).astype(Z.dtype)
+    return jnp.linalg.solve(Z.T @ Z + jnp.diag(eps + unused), Z.T)
 
 
 def _two_way_ridge(T, X, V, Px, Pv, sweeps=3):
@@ -45,7 +48,8 @@ def make_init(K: int, zi: bool):
     """``init(key, data, hp) -> ZINBState`` for K factors (with or without zero inflation)."""
 
     def init(key, d: ZINBData, hp: ZINBHparams) -> ZINBState:
-        Y, X, V = d.Y, d.X, d.V
+        Y = d.Y
+        X, X_pi, V, V_pi = designs(d)
         dt = Y.dtype
         n, J = Y.shape
         o_mu, o_pi = _offsets(d)
@@ -73,8 +77,8 @@ def make_init(K: int, zi: bool):
             p_nb, p_obs = jnp.mean(f0, axis=0), jnp.mean(Y <= 0, axis=0)
             pi = jnp.clip((p_obs - p_nb) / jnp.maximum(1.0 - p_nb, 1e-3), 0.01, 0.9)
             T = jnp.broadcast_to(jnp.log(pi) - jnp.log1p(-pi), (n, J)) - o_pi
-            Px, Pv = _ridge_projector(X, hp.eps_beta_pi), _ridge_projector(V, hp.eps_gamma_pi)
-            beta_pi, gamma_pi = _two_way_ridge(T, X, V, Px, Pv, sweeps=2)
+            Px, Pv = _ridge_projector(X_pi, hp.eps_beta_pi), _ridge_projector(V_pi, hp.eps_gamma_pi)
+            beta_pi, gamma_pi = _two_way_ridge(T, X_pi, V_pi, Px, Pv, sweeps=2)
         return ZINBState(beta_mu, beta_pi, gamma_mu, gamma_pi, W, alpha_mu, jnp.zeros((K, J), dt), zeta)
 
     return init

@@ -27,10 +27,13 @@ def canonical_correlations(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return np.clip(np.linalg.svd(qa.T @ qb, compute_uv=False), 0.0, 1.0)
 
 
-def n_parameters(n: int, J: int, M: int, L: int, K: int, zero_inflation: bool, common_dispersion: bool) -> int:
-    """zinbwave's ``nParams``: β (M J), γ (L n), α (K J) for μ and π, W (n K) and the dispersions."""
-    sides = 2 if zero_inflation else 1
-    return sides * (M * J + L * n + K * J) + n * K + (1 if common_dispersion else J)
+def n_parameters(n: int, J: int, M: int, L: int, K: int, zero_inflation: bool, common_dispersion: bool, *,
+                 M_pi: int | None = None, L_pi: int | None = None) -> int:
+    """zinbwave's ``nParams``: β (M J), γ (L n), α (K J) for μ and π, W (n K) and the dispersions;
+    ``M``, ``L`` count the μ side's covariates and ``M_pi``, ``L_pi`` the π side's (default the same)."""
+    M_pi, L_pi = (M if M_pi is None else M_pi), (L if L_pi is None else L_pi)
+    pi_side = (M_pi * J + L_pi * n + K * J) if zero_inflation else 0
+    return M * J + L * n + K * J + pi_side + n * K + (1 if common_dispersion else J)
 
 
 def cell_kernel(p, Y, *, zero_inflation, max_iter, tol):
@@ -56,7 +59,7 @@ def cell_kernel(p, Y, *, zero_inflation, max_iter, tol):
     gene = ZINBState(p["beta_mu"], p["beta_pi"], jnp.zeros((L, 0), dt), jnp.zeros((L, 0), dt), jnp.zeros((0, K), dt),
                      p["alpha_mu"], p["alpha_pi"], p["zeta"])
     hp = ZINBHparams(*(p[k] for k in ZINBHparams._fields))
-    data = ZINBData(Ys, jnp.ones((n, 1), dt), p["V"])
+    data = ZINBData(Ys, jnp.ones((n, 1), dt), p["V"], V_pi=p.get("V_pi"))
     W, gamma_mu, gamma_pi, n_iter = _transform_fn(zero_inflation, max_iter)(gene, data, hp, jnp.asarray(tol, dt))
     keep = nonzero[:, None]
     return {"W": jnp.where(keep, W, 0.0), "gamma_mu": jnp.where(keep, gamma_mu.T, jnp.nan),
@@ -70,9 +73,16 @@ def _column_names(Z) -> list:
 
 
 def gene_params(res) -> dict:
-    """The gene-level parameters and penalties of a fit, for :func:`cell_kernel`."""
+    """The gene-level parameters and penalties of a fit, for :func:`cell_kernel`. ``V`` is the
+    μ side's gene design (the columns ``which_V_mu`` leaves out set to 0) and, only when the π
+    side uses other columns, ``V_pi`` its own."""
+    from ._zinb_fit import masked
+
+    V, which = np.asarray(res.V), res.which
+    V_mu, V_pi = masked(V, which["which_V_mu"]), masked(V, which["which_V_pi"])
     return {"beta_mu": np.asarray(res.beta_mu), "beta_pi": np.asarray(res.beta_pi), "alpha_mu": np.asarray(res.alpha_mu),
-            "alpha_pi": np.asarray(res.alpha_pi), "zeta": np.asarray(res.zeta), "V": np.asarray(res.V),
+            "alpha_pi": np.asarray(res.alpha_pi), "zeta": np.asarray(res.zeta), "V": V_mu,
+            **({} if np.array_equal(V_mu, V_pi) else {"V_pi": V_pi}),
             **{k: np.asarray(v) for k, v in res.hparams._asdict().items()}}
 
 
@@ -92,7 +102,8 @@ class ZINBWaVEModel(Fitted):
 
     @classmethod
     def fit(cls, data, n_components=None, *, layer=None, n_init=1, max_iter=25, tol=1e-4, seed=0, mesh=None,
-            progress=False, X=None, V=None, common_dispersion=False, zero_inflation=True, epsilon=0.0, **penalties):
+            progress=False, X=None, V=None, common_dispersion=False, zero_inflation=True, epsilon=0.0, which_X_mu=None,
+            which_X_pi=None, which_V_mu=None, which_V_pi=None, **penalties):
         from .._inputs import read
         from .._protocol import vocabulary as _vocab
         from ._zinb_api import _covariates
@@ -131,7 +142,8 @@ class ZINBWaVEModel(Fitted):
             Vd = None if Vd is None else np.asarray(Vd)[genes]
         results = fit_zinbwave(Y, n_components, X=Xd, V=Vd, common_dispersion=common_dispersion,
                                zero_inflation=zero_inflation, max_iter=max_iter, tol=tol, seed=seed, progress=progress,
-                               epsilon_grid=grid, **penalties)
+                               epsilon_grid=grid, which_X_mu=which_X_mu, which_X_pi=which_X_pi, which_V_mu=which_V_mu,
+                               which_V_pi=which_V_pi, **penalties)
         models = []
         for res, eps in zip(results if grid is not None else [results], grid if grid is not None else [None]):
             pen = penalties if eps is None else {**penalties, **({"epsilon": float(eps)} if eps else {})}
@@ -168,6 +180,7 @@ class ZINBWaVEModel(Fitted):
                         **{k: np.asarray(getattr(hp, k), np.float64).tolist()
                            for k in ("eps_beta_mu", "eps_beta_pi", "eps_gamma_mu", "eps_gamma_pi")},
                         **{k: float(getattr(hp, k)) for k in ("eps_W", "eps_alpha", "eps_zeta")},
+                        **{k: list(v) for k, v in res.which.items()},
                         **{k: float(v) for k, v in penalties.items()})
 
     @classmethod
@@ -203,8 +216,10 @@ class ZINBWaVEModel(Fitted):
         """Penalised and plain log-likelihood; zinbwave's ``zinbBIC`` / ``zinbAIC`` (lower is better)."""
         r = self.result
         n, J = np.asarray(r.W).shape[0], np.asarray(r.alpha_mu).shape[1]
-        p = n_parameters(n, J, np.asarray(r.X).shape[1], np.asarray(r.V).shape[1], np.asarray(r.W).shape[1],
-                         bool(r.zero_inflation), bool(r.common_dispersion))
+        w = r.which
+        p = n_parameters(n, J, len(w["which_X_mu"]), len(w["which_V_mu"]), np.asarray(r.W).shape[1],
+                         bool(r.zero_inflation), bool(r.common_dispersion), M_pi=len(w["which_X_pi"]),
+                         L_pi=len(w["which_V_pi"]))
         ll = float(r.log_likelihood)
         return {"penalized_log_likelihood": Score("penalized_log_likelihood", float(r.penalized_log_likelihood), True),
                 "log_likelihood": Score("log_likelihood", ll, True),
@@ -218,6 +233,32 @@ class ZINBWaVEModel(Fitted):
         rows = slice(None) if self.cells is None else np.asarray(self.cells)
         cc = canonical_correlations(np.asarray(self.result.W, np.float64), np.asarray(W_true)[rows])
         return {"cancor_min": float(cc.min()), "cancor_mean": float(cc.mean())}
+
+    def _fitted_counts(self, data, layer):
+        """The counts of ``data`` (the data given to ``fit``) restricted to the cells and genes
+        the fit kept, as the result's (n, J) matrix."""
+        from .._inputs import read
+
+        Y = read(data, "counts", layer if layer is not None else self.settings.get("layer")).X
+        Y = np.asarray(Y.toarray() if hasattr(Y, "toarray") else Y, np.float64)
+        if self.cells is not None:
+            Y = Y[np.ix_(np.asarray(self.cells), np.asarray(self.genes))]
+        return Y
+
+    def residuals(self, data, kind: str = "deviance", *, layer=None, ignore_W: bool = False) -> np.ndarray:
+        """(n, J) residuals of the fit on ``data`` (the fitted counts; see
+        :meth:`jaxfactor.zinbwave.ZINBWaVEResult.residuals`: zinbwave's
+        ``computeDevianceResiduals`` for ``"deviance"``, or ``"pearson"``)."""
+        return self.result.residuals(self._fitted_counts(data, layer), kind, ignore_W=ignore_W)
+
+    def normalized_values(self, data, *, layer=None) -> np.ndarray:
+        """zinbwave's ``normalizedValues``: deviance residuals with W ignored (see
+        :meth:`jaxfactor.zinbwave.ZINBWaVEResult.normalized_values`)."""
+        return self.result.normalized_values(self._fitted_counts(data, layer))
+
+    def imputed_counts(self, data, *, layer=None) -> np.ndarray:
+        """zinbwave's ``imputeZeros`` (see :meth:`jaxfactor.zinbwave.ZINBWaVEResult.imputed_counts`)."""
+        return self.result.imputed_counts(self._fitted_counts(data, layer))
 
     def _layer_outputs(self, Y):
         """Fitted μ, π and the observational weights (zinbwave's ``computeObservationalWeights``)."""
