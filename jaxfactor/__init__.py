@@ -8,7 +8,11 @@ the shared fit loop (``fit``, ``fit_fixed``, ``fit_many``, ``hparam_grid``), the
 and simulators (``jaxfactor.data``).
 """
 
-from ._base import Algorithm, ConvergenceWarning, FitResult
+from ._cache import _enable_on_import, compilation_cache_dir, enable_compilation_cache
+
+_enable_on_import()  # compile once per machine: JAX's persistent compilation cache (see jaxfactor._cache)
+
+from ._base import Algorithm, ConvergenceWarning, FitResult  # noqa: E402
 from ._cells import cell_mesh
 from ._fit import FitManyResult, fit, fit_batch, fit_fixed, fit_many, fit_restarts, hparam_grid
 from ._registry import registered
@@ -30,5 +34,5 @@ def __getattr__(name):
 
 __all__ = [
     "Fitted", "Score", "families", "family", "load", "Algorithm", "ConvergenceWarning", "cell_mesh", "FitManyResult", "cclone", "clones", "zinbwave", "FitResult", "__version__", "data", "fit", "fit_batch", "fit_fixed", "fit_many", "fit_restarts", "hparam_grid",
-    "mixture", "nmf", "registered",
+    "mixture", "nmf", "registered", "compilation_cache_dir", "enable_compilation_cache",
 ]

@@ -1,9 +1,18 @@
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("CI", "1")  # no progress bars in tests
+# one persistent compilation cache for the whole session (its subprocesses too), fresh each
+# session: a program compiled by one test module loads from disk in the next (the fixture below
+# drops the in-memory executables after every module), as a clean CI machine sees it
+_CACHE = tempfile.mkdtemp(prefix="jaxfactor-test-xla-")
+os.environ.setdefault("JAXFACTOR_CACHE_DIR", _CACHE)
+atexit.register(shutil.rmtree, _CACHE, True)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -435,6 +435,10 @@ def run(config_path: str, *, overrides: list[str] = (), out: str | None = None, 
     out = out or os.path.join("runs", os.path.splitext(os.path.basename(config_path))[0])
     check_out_dir(out, force, inputs=[config_path, cfg.data.get("path", "")])
     check_free_space(out, output_estimate([cfg.data.get("path", "")], simulated_bytes(cfg.data)))
+    if cfg.run["cache"] != "auto":  # "auto": as at import (JAXFACTOR_CACHE_DIR, else the user's cache folder)
+        from .._cache import enable_compilation_cache
+
+        enable_compilation_cache(cfg.run["cache"])
     with out_lock(out) if is_writer() else nullcontext():
         if cfg.spec.pipeline is not None:
             return _run_pipeline(cfg, out, force, log)

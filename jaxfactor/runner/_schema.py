@@ -107,6 +107,8 @@ RUN_FIELDS = {
     "max_points_per_call": Field(int, 0, help="sweep points per compiled call (0: all points sharing static keys); "
                                                "smaller calls need less memory and are resumed at a finer grain"),
     "figures": Field(bool, True, help="write PNG figures"),
+    "cache": Field(str, "auto", help="persistent compilation cache: auto (JAXFACTOR_CACHE_DIR, else ~/.cache/jaxfactor/xla), "
+                                     "off, or a folder; a second run compiles nothing the first compiled"),
 }
 
 DATA_FILE_FIELDS = {
