@@ -63,12 +63,10 @@ def enable_compilation_cache(path: str | None = "auto") -> str | None:
         return enable_compilation_cache(None)
     jax.config.update("jax_compilation_cache_dir", folder)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
-    try:  # JAX's LRU eviction needs filelock (a dependency; without it the folder is uncapped)
-        import filelock  # noqa: F401
+    import importlib.util
 
+    if importlib.util.find_spec("filelock") is not None:  # JAX's LRU eviction needs it (a dependency)
         jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
-    except ImportError:
-        pass
     _state.update(dir=folder, ours=True)
     return folder
 
