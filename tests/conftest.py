@@ -10,9 +10,11 @@ os.environ.setdefault("CI", "1")  # no progress bars in tests
 # one persistent compilation cache for the whole session (its subprocesses too), fresh each
 # session: a program compiled by one test module loads from disk in the next (the fixture below
 # drops the in-memory executables after every module), as a clean CI machine sees it
-_CACHE = tempfile.mkdtemp(prefix="jaxfactor-test-xla-")
-os.environ.setdefault("JAXFACTOR_CACHE_DIR", _CACHE)
-atexit.register(shutil.rmtree, _CACHE, True)
+# (created by the first process, inherited by pytest-xdist's workers, removed by its creator)
+if "JAXFACTOR_CACHE_DIR" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="jaxfactor-test-xla-")
+    os.environ["JAXFACTOR_CACHE_DIR"] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, True)
 
 
 @pytest.fixture(autouse=True, scope="module")
