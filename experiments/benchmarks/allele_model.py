@@ -85,8 +85,8 @@ def to_adata(alt, depth):
 
 
 def fit_svi(alt, depth, k):
-    return fit_allele_svi(alt, depth, k, num_steps=args.svi_steps, lr=0.05, guide="delta", seed=args.seed,
-                          n_restarts=args.svi_restarts, restart_steps=200)
+    return fit_allele_svi(alt, depth, k, max_iter=args.svi_steps, lr=0.05, guide="delta", seed=args.seed,
+                          n_init=args.svi_restarts, restart_steps=200)
 
 
 METHODS = ("allele SVI", "cclone mar2", "cclone mar1", "binom VB", "binom EM")

@@ -84,7 +84,7 @@ for patient, k in (("A4", 3), ("A9", 2)):
     ref, alt = ref.toarray(), alt.toarray()
     depth = ref + alt
     t0 = time.perf_counter()
-    fit = fit_allele_svi(alt, depth, k, num_steps=args.steps, n_restarts=args.restarts, seed=0)
+    fit = fit_allele_svi(alt, depth, k, max_iter=args.steps, n_init=args.restarts, seed=0)
     secs = time.perf_counter() - t0
     cclone = np.asarray(ad.obsm["C"]).argmax(1)
     ours = fit.labels
@@ -120,7 +120,7 @@ for patient, k in (("A4", 3), ("A9", 2)):
           f"> 0.15 in {(gap > 0.15).sum()} (a clonal somatic variant would show ~0.3-0.5)")
     if not args.skip_selection:
         t0 = time.perf_counter()
-        best, table = select_n_clones(alt, depth, ks=(1, 2, 3, 4, 5), holdout=0.2, seed=0, num_steps=args.steps,
-                                      n_restarts=args.restarts)
+        best, table = select_n_clones(alt, depth, ks=(1, 2, 3, 4, 5), holdout=0.2, seed=0, max_iter=args.steps,
+                                      n_init=args.restarts)
         print(f"  held-out selection ({time.perf_counter() - t0:.0f} s): best K = {best} (CCLONE used {k}); "
               + ", ".join(f"K={r.k}: {r.heldout_loglik:.1f}" for r in table.itertuples()))
