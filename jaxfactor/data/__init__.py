@@ -1,6 +1,7 @@
 """Data adapters and simulators (they load or make data; they never fit models)."""
 
 from ._cellsnp import read_cellsnp
+from ._examples import EXAMPLES, example_counts, example_path
 from ._io import FORMATS, infer_format, load_any, read_h5ad, read_matrix
 from ._simulate import SIMULATORS, NMFSimulation, simulate_nmf
 from ._simulate_clones import CloneSimulation, simulate_clones
@@ -13,6 +14,7 @@ from ._variants import (
 )
 
 __all__ = [
+    "EXAMPLES", "example_counts", "example_path",
     "FORMATS", "SIMULATORS", "NMFSimulation", "infer_format", "load_any", "read_h5ad", "read_matrix",
     "simulate_nmf",
     "WEIGHT_MODES", "call_matrix", "check_allele_counts", "filter_variants", "read_cellsnp", "variant_matrices",

@@ -60,8 +60,8 @@ def load_toml(path: str) -> dict:
 
 
 def _data_fields(data: dict, spec: ModelSpec) -> dict[str, Field]:
-    if "simulator" in data and "path" in data:
-        raise ConfigError("[data] takes either 'simulator' or 'path', not both")
+    if sum(k in data for k in ("simulator", "path", "example")) > 1:
+        raise ConfigError("[data] takes one of 'simulator', 'path' or 'example', not several")
     simulators = spec.simulators
     if "simulator" in data:
         name = data["simulator"]
@@ -70,7 +70,13 @@ def _data_fields(data: dict, spec: ModelSpec) -> dict[str, Field]:
         return {"simulator": Field(str, choices=tuple(simulators)), **fields_from_signature(simulators[name])}
     if "path" in data:
         return DATA_FILE_FIELDS
-    raise ConfigError("[data] needs 'simulator' (e.g. simulator = \"nmf\") or 'path' (a .h5ad/.npy/.npz/.csv file)")
+    if "example" in data:  # real counts shipped through PyPI (jaxfactor.data.example_counts)
+        from ..data import EXAMPLES
+
+        return {"example": Field(str, choices=tuple(EXAMPLES), help="a real data set, fetched once and cached"),
+                **{k: v for k, v in DATA_FILE_FIELDS.items() if k in ("layer", "label_key")}}
+    raise ConfigError("[data] needs 'simulator' (e.g. simulator = \"nmf\"), 'path' (a .h5ad/.npy/.npz/.csv file) "
+                      "or 'example' (e.g. example = \"cbmc\")")
 
 
 def _rename_aliases(raw: dict, spec: ModelSpec) -> None:
@@ -121,6 +127,8 @@ def build_config(raw: dict, *, config_dir: str, overrides: list[str] = ()) -> Ru
             raise ConfigError(f"--set {item!r}: unknown section '{section}'; valid: {', '.join(SECTIONS)}")
         if section == "data" and key == "path" and isinstance(value, str):
             value = os.path.abspath(os.path.expanduser(value))
+        if section == "data" and key in ("path", "simulator"):  # your own data replaces a config's example
+            raw.get("data", {}).pop("example", None)
         raw.setdefault(section, {})[key] = value
     swept_here = {parse_override(item)[0][1] for item in overrides if parse_override(item)[0][0] == "sweep"}
     for item in overrides:  # a --set of a [model] key the config's sweep also sets would be silently overridden
@@ -161,13 +169,23 @@ def build_config(raw: dict, *, config_dir: str, overrides: list[str] = ()) -> Ru
     model_table = {**{k: v[0] for k, v in sweep.items() if k not in raw["model"]}, **raw["model"]}
 
     data = validate_table("data", raw["data"], _data_fields(raw["data"], spec))
+    if "example" in data:  # the cached .h5ad (fetched on first use): from here on a data file like any other
+        from ..data import example_path
+
+        try:
+            example = {"path": example_path(data.pop("example")), "format": "h5ad"}
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        data = {**{k: f.default for k, f in DATA_FILE_FIELDS.items() if k != "path"}, **data, **example}
     model = validate_table("model", model_table, model_fields)
     fit_fields = spec.fit_fields or {k: FIT_FIELDS[k] for k in spec.fit_keys}
     fit = validate_table("fit", raw.get("fit", {}), fit_fields)
     run = validate_table("run", raw.get("run", {}), RUN_FIELDS)
     for key in ("max_iter", "n_init", "chunk_size"):
-        if key in fit and fit[key] != "auto" and fit[key] < 1:
-            raise ConfigError(f"fit.{key} must be >= 1, got {fit[key]}")
+        rule = key in fit_fields and fit_fields[key].default == 0  # 0 is the family's own rule (the VAE's epochs)
+        if key in fit and fit[key] != "auto" and fit[key] < (0 if rule else 1):
+            raise ConfigError(f"fit.{key} must be >= {0 if rule else 1}{' (0: the family rule)' if rule else ''}, "
+                              f"got {fit[key]}")
     if run["max_points_per_call"] < 0:
         raise ConfigError(f"run.max_points_per_call must be >= 0 (0: all points of a group in one call), got {run['max_points_per_call']}")
     if fit.get("tol", 0) < 0:

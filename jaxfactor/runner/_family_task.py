@@ -58,6 +58,7 @@ class Loaded:
     labels: np.ndarray | None  # simulated truth per obs_name (population index)
     truth: Any = None  # the simulator's result (what a family's truth_metrics compares with)
     named: bool = True  # False: a plain matrix (.npy, .csv, transposed) whose variables have no names
+    label_names: Any = None  # the names of data.label_key's values (labels are their indices)
 
 
 SHARED = ("layer", "n_init", "max_iter", "tol", "seed", "mesh", "progress")
@@ -163,7 +164,8 @@ class FamilyTask:
             if key not in loaded.adata.obs:
                 available = ", ".join(map(str, loaded.adata.obs.columns)) or "(none)"
                 raise ValueError(f"data.label_key {key!r} is not an obs column; available: {available}")
-            loaded.labels = np.unique(np.asarray(loaded.adata.obs[key]).astype(str), return_inverse=True)[1]
+            names, loaded.labels = np.unique(np.asarray(loaded.adata.obs[key]).astype(str), return_inverse=True)
+            loaded.label_names = list(names)
         return loaded
 
     def _shared(self, cfg) -> dict:
@@ -287,7 +289,7 @@ class FamilyTask:
                 if loaded.labels is not None:
                     cells = m.obs_names if m.cells is None else m.obs_names[np.asarray(m.cells)]
                     labels = loaded.labels[[pos[c] for c in cells]]
-                family_figure(folder, name, m, table, swept, score, X=X, labels=labels)
+                family_figure(folder, name, m, table, swept, score, X=X, labels=labels, label_names=loaded.label_names)
 
         return PipelineOutcome(records, adata, tables, figures, files)
 

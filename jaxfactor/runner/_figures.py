@@ -29,7 +29,8 @@ def _heatmap(fig, ax, A, cmap: str, label: str, xlabel: str, ylabel: str) -> Non
     ax.set_ylabel(ylabel)
 
 
-def family_figure(folder: str, name: str, model, table, swept: list, score, X=None, labels=None) -> None:
+def family_figure(folder: str, name: str, model, table, swept: list, score, X=None, labels=None,
+                  label_names=None) -> None:
     """The chosen model's per-cell result (posterior probabilities or factor loadings, cells
     ordered by label, or the first two dimensions of its embedding), the data's first two features
     coloured by label (a mixture of a matrix ``X``) or its per-variable result (clone allele
@@ -75,11 +76,15 @@ def family_figure(folder: str, name: str, model, table, swept: list, score, X=No
             if colour is None:
                 ax.scatter(Z[:, 0], y, s=4)
             else:
-                sc = ax.scatter(Z[:, 0], y, s=4, c=colour, cmap="tab10", vmin=0, vmax=9)
-                kinds = np.unique(colour)[:10]
+                known = "label" not in cells  # the data's own labels (named), not the model's
+                kinds = np.unique(colour)
+                many = kinds.size > 10  # tab20 for up to 20 kinds (tab10 would reuse colours)
+                sc = ax.scatter(Z[:, 0], y, s=4, c=colour, cmap="tab20" if many else "tab10", vmin=0, vmax=19 if many else 9)
+                kinds = kinds[:20]
                 handles = [plt.Line2D([], [], marker="o", ls="", color=sc.cmap(sc.norm(k))) for k in kinds]
-                title = "label" if "label" in cells else "known label"
-                ax.legend(handles, [str(k) for k in kinds], title=title, fontsize=7, markerscale=0.8)
+                names = [str(label_names[k]) if known and label_names is not None else str(k) for k in kinds]
+                ax.legend(handles, names, title="known label" if known else "label", fontsize=7, markerscale=0.8,
+                          loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
             ax.set_xlabel(f"{model.family} dimension 1")
             ax.set_ylabel(f"{model.family} dimension 2" if Z.shape[1] > 1 else "")
         elif panel == "var":
