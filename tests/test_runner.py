@@ -131,7 +131,7 @@ ERRORS = [
     (sets("sweep.l2_H=3"), "sweep.l2_H must be a non-empty list"),
     (sets("data.n_samples=5", "data.n_components=2", "sweep.n_components=[2, 6]"), "n_components=6 is out of range for data of shape (5, 300)"),
     (sets("model.n_components=0", "sweep.n_components=[0]"), "n_components=0 is out of range"),
-    (sets("data.path=/nonexistent/x.h5ad"), "either 'simulator' or 'path'"),
+    (sets("data.path=/nonexistent/x.h5ad"), "one of 'simulator', 'path' or 'example'"),
     (sets("data.simulator=tree"), "unknown data.simulator 'tree'"),
     (sets("data.noise=-1.0"), "noise must be a finite number >= 0"),
     (sets("bogus.key=1"), "unknown section 'bogus'"),

@@ -243,10 +243,8 @@ def fit_vae_grid(data, grid, *, progress: bool = False, **kwargs) -> list:
             raise ValueError(f"fit_vae_grid trains on one device without checkpoints; {k} is for fit_vae, one point at a time")
     defaults = {n: p.default for n, p in inspect.signature(fit_vae).parameters.items()}
     kw = {**defaults, **kwargs}
-    order = ("data", "layer", "kind", "likelihood", "n_components", "n_hidden", "n_layers", "dropout_rate", "norm",
-             "transform", "batch_size", "max_iter", "lr", "weight_decay", "adam_eps", "kl_warmup_epochs",
-             "validation_fraction", "early_stopping", "patience", "min_delta", "restore_best", "seed", "val_every",
-             "checkpoint_every", "resume", "eval_chunk", "mesh")
+    renamed = {"n_latent": "n_components", "max_epochs": "max_iter"}  # _prepare's names -> fit_vae's
+    order = [renamed.get(n, n) for n in inspect.signature(_prepare).parameters]
     unknown = sorted(set(kwargs) - set(order) - {"obsm_key"})
     if unknown:
         raise ValueError(f"unknown fit_vae_grid option(s) {unknown}")
@@ -527,8 +525,6 @@ def checkpoint_bytes(fit: VAEFit) -> bytes:
 def load_checkpoint(path: str) -> VAEFit:
     """Read a checkpoint written by :func:`save_checkpoint` (or ``fit_vae(checkpoint_dir=...)``:
     pass the folder or the file)."""
-    from flax import serialization
-
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, CHECKPOINT_NAME)

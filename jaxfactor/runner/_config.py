@@ -169,14 +169,6 @@ def build_config(raw: dict, *, config_dir: str, overrides: list[str] = ()) -> Ru
     model_table = {**{k: v[0] for k, v in sweep.items() if k not in raw["model"]}, **raw["model"]}
 
     data = validate_table("data", raw["data"], _data_fields(raw["data"], spec))
-    if "example" in data:  # the cached .h5ad (fetched on first use): from here on a data file like any other
-        from ..data import example_path
-
-        try:
-            example = {"path": example_path(data.pop("example")), "format": "h5ad"}
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        data = {**{k: f.default for k, f in DATA_FILE_FIELDS.items() if k != "path"}, **data, **example}
     model = validate_table("model", model_table, model_fields)
     fit_fields = spec.fit_fields or {k: FIT_FIELDS[k] for k in spec.fit_keys}
     fit = validate_table("fit", raw.get("fit", {}), fit_fields)
@@ -200,6 +192,14 @@ def build_config(raw: dict, *, config_dir: str, overrides: list[str] = ()) -> Ru
         bad = sorted({p[key] for p in points if p[key] < 0})
         if bad:
             raise ConfigError(f"sweep.{key} must be >= 0, got {bad[0]}")
+    if "example" in data:  # fetched (first use) only once the whole config is valid; then a data file like any other
+        from ..data import example_path
+
+        try:
+            example = {"path": example_path(data.pop("example")), "format": "h5ad"}
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        data = {**{k: f.default for k, f in DATA_FILE_FIELDS.items() if k != "path"}, **data, **example}
     resolved = {"data": data, "model": model, "fit": fit, "run": run}
     if sweep:
         resolved["sweep"] = sweep
