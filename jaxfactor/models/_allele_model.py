@@ -73,10 +73,9 @@ class AlleleModel(AlleleFitted):
         rest = [{k: v for k, v in p.items() if k != "lr"} for p in points]
         if len(points) == 1 or any(r != rest[0] for r in rest):
             return super().fit_points(data, points, **shared)
-        import inspect
+        from .._grid import inspect_defaults
 
-        kw = {n: p.default for n, p in inspect.signature(cls.fit).parameters.items() if p.kind is p.KEYWORD_ONLY}
-        kw.update(rest[0], **shared)
+        kw = {**inspect_defaults(cls.fit), **rest[0], **shared}
         lrs = [p.get("lr", kw["lr"]) for p in points]
         kw.pop("lr"), kw.pop("tol", None), kw.pop("progress", None)
         aliases = {k: kw.pop(k) for k in ("k", "n_clones", "n_restarts", "num_steps") if k in kw}

@@ -241,8 +241,9 @@ def fit_vae_grid(data, grid, *, progress: bool = False, **kwargs) -> list:
     for k in ("mesh", "checkpoint_dir", "resume"):
         if kwargs.get(k) is not None:
             raise ValueError(f"fit_vae_grid trains on one device without checkpoints; {k} is for fit_vae, one point at a time")
-    defaults = {n: p.default for n, p in inspect.signature(fit_vae).parameters.items()}
-    kw = {**defaults, **kwargs}
+    from .._grid import inspect_defaults
+
+    kw = {**inspect_defaults(fit_vae), **kwargs}
     renamed = {"n_latent": "n_components", "max_epochs": "max_iter"}  # _prepare's names -> fit_vae's
     order = [renamed.get(n, n) for n in inspect.signature(_prepare).parameters]
     unknown = sorted(set(kwargs) - set(order) - {"obsm_key"})

@@ -65,11 +65,9 @@ class VAEModel(Fitted):
         rest = [{k: v for k, v in p.items() if k not in cls.sweep_together} for p in points]
         if any(r != rest[0] for r in rest):
             raise ValueError("points trained together must differ only in " + ", ".join(cls.sweep_together))
-        import inspect
+        from .._grid import inspect_defaults
 
-        defaults = {n: p.default for n, p in inspect.signature(cls.fit).parameters.items()
-                    if p.kind is p.KEYWORD_ONLY}
-        kw = {**defaults, **rest[0], **shared}
+        kw = {**inspect_defaults(cls.fit), **rest[0], **shared}
         named = ("layer", "n_init", "max_iter", "tol", "seed", "mesh", "progress", "n_importance")
         aliases = {k: kw.pop(k) for k in ("k", "n_clones", "n_latent", "n_restarts", "max_epochs") if k in kw}
         n_components = kw.pop("n_components", None)
