@@ -13,7 +13,7 @@ NAMES = sorted(jf.registered())
 
 
 def test_registry_is_populated():
-    assert {"nmf_mu", "nmf_pgd", "nmf_kl"} <= set(NAMES)
+    assert {"nmf_hals", "nmf_mu", "nmf_pgd", "nmf_kl"} <= set(NAMES)
 
 
 def _counting(alg: Algorithm):

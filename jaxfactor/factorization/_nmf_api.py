@@ -30,7 +30,7 @@ class NMFResult:
       converged: whether the relative change fell below ``tol``.
       trace: objective at iteration 0 and after every ``chunk_size`` iterations.
       trace_iter: iteration number of each trace entry.
-      method: ``"mu"``, ``"pgd"`` or ``"kl"``.
+      method: ``"hals"``, ``"mu"``, ``"pgd"`` or ``"kl"``.
       restart_objectives: final objective of every restart (the best is kept).
     """
 
@@ -66,9 +66,9 @@ def _check_custom(init, shape, k, dtype):
             f"expected W0 {(n, k)} and H0 {(k, p)}"
         )
     for name, M in (("W0", W0), ("H0", H0)):
-        if not M.any():  # multiplicative updates keep zeros: the fit would "converge" at W = H = 0
-            raise ValueError(f"the custom init {name} is all zeros; NMF cannot leave it (updates keep zeros): "
-                             "give positive entries or use init='nndsvda'")
+        if not M.any():  # multiplicative updates keep zeros; for the others it is a degenerate start
+            raise ValueError(f"the custom init {name} is all zeros (multiplicative updates cannot leave it, the other "
+                             "methods start from a degenerate point): give positive entries or use init='nndsvda'")
     return NMFState(jnp.asarray(W0, dtype), jnp.asarray(H0, dtype))
 
 
@@ -77,7 +77,7 @@ def fit(
     X,
     n_components: int,
     *,
-    method: str = "mu",
+    method: str = "hals",
     init="nndsvda",
     max_iter: int = 200,
     tol: float = 1e-4,
@@ -96,8 +96,10 @@ def fit(
     Args:
       X: non-negative array-like (dense or scipy sparse; densified).
       n_components: rank k, ``1 <= k <= min(X.shape)``.
-      method: ``"mu"`` (Lee–Seung multiplicative updates, Frobenius), ``"pgd"`` (alternating
-        projected gradient with Lipschitz steps, Frobenius) or ``"kl"`` (KL multiplicative updates).
+      method: ``"hals"`` (the default: accelerated hierarchical alternating least squares, exact
+        coordinate descent as scikit-learn's ``solver="cd"``, Frobenius), ``"mu"`` (Lee–Seung
+        multiplicative updates, Frobenius), ``"pgd"`` (alternating projected gradient with
+        Lipschitz steps, Frobenius) or ``"kl"`` (KL multiplicative updates).
       init: ``"nndsvda"``, ``"nndsvd"``, ``"nndsvdar"``, ``"random"``, or a pair ``(W0, H0)``.
       max_iter, tol: stop after ``max_iter`` iterations or when the objective's relative change
         over ``chunk_size`` iterations falls below ``tol`` (``tol=0``: always ``max_iter``).

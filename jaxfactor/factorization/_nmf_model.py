@@ -1,10 +1,12 @@
 """NMF and its fitted-model protocol (:class:`jaxfactor.Fitted`): ``NMFModel.fit(data, n_components)``.
 
 ``transform`` solves the W half of the problem for new cells with H fixed,
-``min_{W ≥ 0} ½‖X − WH‖²_F + l1_W ΣW + ½ l2_W ‖W‖²_F``, by hierarchical alternating least
-squares (HALS: exact coordinate updates of one column of W at a time, Cichocki & Phan, IEICE
-Trans. Fundamentals 92(3), 2009): ``W[:, j] ← max(0, W[:, j] + (XHᵀ − W HHᵀ − l1_W)[:, j] /
-((HHᵀ)_jj + l2_W))``; for the KL objective, the W half of Lee & Seung's multiplicative update.
+``min_{W ≥ 0} ½‖X − WH‖²_F + l1_W ΣW + ½ l2_W ‖W‖²_F`` (every Frobenius method: hals, mu,
+pgd), by hierarchical alternating least squares run to convergence (HALS: exact coordinate
+updates of one column of W at a time, Cichocki & Phan, IEICE Trans. Fundamentals 92(3), 2009;
+:func:`._hals.solve_rows`): ``W[:, j] ← max(0, W[:, j] − ((W HHᵀ − XHᵀ)[:, j] + l1_W + l2_W
+W[:, j]) / ((HHᵀ)_jj + l2_W))``, each cell's sweeps stopping on their own; for the KL objective,
+the W half of Lee & Seung's multiplicative update (``TRANSFORM_SWEEPS`` of them).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._protocol import Fitted, Score, vocabulary
+from ._hals import solve_rows
 from ._nmf import NMFHparams
 
 TRANSFORM_SWEEPS = 200
@@ -26,21 +29,6 @@ def _anndata(X, **obs):
     X = np.asarray(X, np.float32)
     return anndata.AnnData(X=X, obs=pd.DataFrame(obs, index=[f"cell{i}" for i in range(X.shape[0])]),
                            var=pd.DataFrame(index=[f"gene{j}" for j in range(X.shape[1])]))
-
-
-def _hals_W(X, H, l1, l2, sweeps: int):
-    HHt, XHt = H @ H.T, X @ H.T
-    k = H.shape[0]
-    W0 = jnp.maximum(XHt / jnp.maximum(jnp.diag(HHt), 1e-12), 0.0) / k
-
-    def sweep(_, W):
-        def col(j, W):
-            step = (XHt[:, j] - W @ HHt[:, j] - l1) / jnp.maximum(HHt[j, j] + l2, 1e-12)
-            return W.at[:, j].set(jnp.maximum(W[:, j] + step, 0.0))
-
-        return jax.lax.fori_loop(0, k, col, W)
-
-    return jax.lax.fori_loop(0, sweeps, sweep, W0)
 
 
 def _kl_W(X, H, l1, l2, sweeps: int):
@@ -67,7 +55,7 @@ class NMFModel(Fitted):
 
     @classmethod
     def fit(cls, data, n_components=None, *, layer=None, n_init=1, max_iter=200, tol=1e-4, seed=0, mesh=None,
-            progress=False, method="mu", init="nndsvda", l1_W=0.0, l2_W=0.0, l1_H=0.0, l2_H=0.0, **aliases):
+            progress=False, method="hals", init="nndsvda", l1_W=0.0, l2_W=0.0, l1_H=0.0, l2_H=0.0, **aliases):
         from .._inputs import read
         from ._nmf_api import fit as nmf_fit
 
@@ -97,7 +85,7 @@ class NMFModel(Fitted):
     @staticmethod
     def kernel(p, X, *, kl: bool):
         H = p["H"].astype(X.dtype)
-        W = (_kl_W if kl else _hals_W)(X, H, p["l1"], p["l2"], TRANSFORM_SWEEPS)
+        W = _kl_W(X, H, p["l1"], p["l2"], TRANSFORM_SWEEPS) if kl else solve_rows(X, H, p["l1"], p["l2"])
         return {"embedding": W}
 
     def scores(self):
@@ -119,10 +107,11 @@ class NMFModel(Fitted):
     # --- a grid family: the runner's vmapped sweep (numbers in one compiled call) ---------------
     hparams = NMFHparams  # l1_W, l2_W, l1_H, l2_H: numbers a sweep varies inside one compiled call
 
-    option_help = {"n_components": "rank k", "method": "mu (Lee-Seung multiplicative) | pgd (projected gradient) | kl",
+    option_help = {"n_components": "rank k",
+                   "method": "hals (coordinate descent, default) | mu (Lee-Seung multiplicative) | pgd (projected gradient) | kl",
                    "init": "initialisation (NNDSVD variants or random)", "l1_W": "L1 penalty on W", "l2_W": "L2 penalty on W",
                    "l1_H": "L1 penalty on H", "l2_H": "L2 penalty on H"}
-    option_choices = {"method": ("mu", "pgd", "kl"), "init": ("nndsvda", "nndsvd", "nndsvdar", "random")}
+    option_choices = {"method": ("hals", "mu", "pgd", "kl"), "init": ("nndsvda", "nndsvd", "nndsvdar", "random")}
 
     @classmethod
     def algorithm(cls, static: dict, mesh=None):
