@@ -79,9 +79,36 @@ def compilation_cache_dir() -> str | None:
 
 
 def _enable_on_import() -> None:
-    """The default at ``import jaxfactor``: on, unless the user configured JAX's cache already."""
-    import jax
+    """The default at ``import jaxfactor``: on, unless the user configured JAX's cache already.
 
-    if jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    When JAX is not imported yet, the settings go into JAX's environment variables
+    (``JAX_COMPILATION_CACHE_DIR``, ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``,
+    ``JAX_COMPILATION_CACHE_MAX_SIZE``), which JAX reads when it is imported: ``import jaxfactor``
+    then costs no JAX import (the command line checks a config before JAX loads). Processes
+    started from this one inherit them, so they share the cache."""
+    import sys
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return
-    enable_compilation_cache("auto")
+    if "jax" in sys.modules:
+        import jax
+
+        if not jax.config.jax_compilation_cache_dir:
+            enable_compilation_cache("auto")
+        return
+    folder = default_cache_dir()
+    if folder is None:
+        return
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return
+    if not os.access(folder, os.W_OK):
+        return
+    import importlib.util
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(MIN_COMPILE_SECONDS))
+    if importlib.util.find_spec("filelock") is not None:  # JAX's LRU eviction needs it (a dependency)
+        os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(MAX_BYTES))
+    _state.update(dir=folder, ours=True)

@@ -140,29 +140,70 @@ def _fit_core(alg, data, hp, key, state0, tol, *, max_iter, chunk_size):
     return finish(lax.while_loop(cond, body, start(state)))
 
 
-@partial(jax.jit, static_argnames=("alg", "max_iter", "chunk_size", "part"))
-def _fit_part(alg, data, hp, key, state0, tol, carry, *, max_iter, chunk_size, part):
-    """One compiled piece of the host-driven loop (``part`` is 'start', 'body' or 'finish')."""
-    start, _, body, finish = _loop_parts(alg, data, hp, tol, max_iter=max_iter, chunk_size=chunk_size)
+def _member(alg, data, hp, key, state0, tol, carry, *, max_iter, chunk_size, part):
+    """One fit's piece of the host-driven loop: ``part`` is 'start' (init and first objective),
+    'body' (one chunk; a member that has stopped is frozen, as ``while_loop``'s batching rule
+    freezes it) or 'finish' (the ``FitResult``)."""
+    start, cond, body, finish = _loop_parts(alg, data, hp, tol, max_iter=max_iter, chunk_size=chunk_size)
     if part == "start":
         return start(alg.init(key, data, hp) if state0 is None else state0)
-    return body(carry) if part == "body" else finish(carry)
+    if part == "body":
+        go = cond(carry)
+        return jax.tree_util.tree_map(lambda new, old: jnp.where(go, new, old), body(carry), carry)
+    return finish(carry)
 
 
-def _fit_with_progress(alg, data, hp, key, state0, tol, *, max_iter, chunk_size):
-    import os
+@partial(jax.jit, static_argnames=("alg", "max_iter", "chunk_size", "part", "layout"))
+def _driven_part(alg, data, hp, keys, state0, tol, carry, *, max_iter, chunk_size, part, layout):
+    """A piece of ``fit`` (``layout`` ``("one",)``), ``fit_many`` (``("many", grid_map)``) or
+    ``fit_batch`` (``("batch", in_axes)``) for the host-driven loop; the same vmaps as theirs."""
+    kw = dict(max_iter=max_iter, chunk_size=chunk_size, part=part)
+    if layout[0] == "one":
+        return _member(alg, data, hp, keys, state0, tol, carry, **kw)
+    if layout[0] == "batch":
+        one = lambda d, h, k, s0, c: _member(alg, d, h, k, s0, tol, c, **kw)  # noqa: E731
+        return jax.vmap(one, in_axes=(*layout[1], 0))(data, hp, keys, state0, carry)
 
-    from tqdm.auto import tqdm
+    def over_seeds(h, c):
+        res = jax.vmap(lambda k, cc: _member(alg, data, h, k, state0, tol, cc, **kw))(keys, c)
+        if part != "finish":
+            return res
+        best, idx = _best_of(res)
+        return best, idx, res.trace[:, -1], res.n_iter, res.converged
 
-    kw = dict(max_iter=max_iter, chunk_size=chunk_size)
-    carry = _fit_part(alg, data, hp, key, state0, tol, None, part="start", **kw)
-    with tqdm(total=max_iter, unit="it", disable=bool(os.environ.get("CI"))) as bar:
-        while int(carry[2]) < _n_chunks(max_iter, chunk_size) and not bool(carry[4]):
-            carry = _fit_part(alg, data, hp, key, state0, tol, carry, part="body", **kw)
-            bar.n = int(carry[1])
-            bar.set_postfix(objective=f"{float(carry[3][carry[2]]):.6g}", refresh=False)
-            bar.refresh()
-    return _fit_part(alg, data, hp, key, state0, tol, carry, part="finish", **kw)
+    if layout[1] == "vmap":
+        out = jax.vmap(over_seeds)(hp, carry)
+    else:
+        out = lax.map(lambda a: over_seeds(*a), (hp, carry))
+    return FitManyResult(*out) if part == "finish" else out
+
+
+def _reporting(progress) -> bool:
+    from ._progress import reporting
+
+    return reporting(progress)
+
+
+def _driven(alg, data, hp, keys, state0, tol, *, max_iter, chunk_size, layout):
+    """Run a fit loop from the host, one compiled chunk at a time, reporting to a progress bar
+    between chunks (iteration of the furthest member, best objective so far). Results equal the
+    single compiled ``while_loop``'s (same pieces, members frozen the same way)."""
+    from . import _progress
+
+    n_chunks = _n_chunks(max_iter, chunk_size)
+    kw = dict(max_iter=max_iter, chunk_size=chunk_size, layout=layout)
+    carry = _driven_part(alg, data, hp, keys, state0, tol, None, part="start", **kw)
+    with _progress.bar(max_iter, unit="iteration", progress=True) as bar:
+        while True:
+            c, done = np.asarray(carry[2]), np.asarray(carry[4])
+            if not np.any((c < n_chunks) & ~done):
+                break
+            carry = _driven_part(alg, data, hp, keys, state0, tol, carry, part="body", **kw)
+            c, trace = np.asarray(carry[2]), np.asarray(carry[3])
+            f = np.take_along_axis(trace, c[..., None], axis=-1)
+            f = f[np.isfinite(f)]
+            bar.update(int(np.max(carry[1])), **({"objective": float(f.min())} if f.size else {}))
+    return _driven_part(alg, data, hp, keys, state0, tol, carry, part="finish", **kw)
 
 
 @partial(jax.jit, static_argnames=("alg", "max_iter", "chunk_size"))
@@ -180,7 +221,7 @@ def fit(
     tol: float = 1e-4,
     chunk_size: int = 10,
     state0: PyTree | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> FitResult:
     """Run ``alg`` from ``alg.init(key, data, hp)`` (or from ``state0``) until convergence.
 
@@ -195,14 +236,17 @@ def fit(
         (``tol=0`` runs exactly ``max_iter`` steps).
       chunk_size: steps between objective evaluations (static).
       state0: start from this state instead of calling ``init`` (warm start, user factors).
-      progress: drive the same compiled chunks from the host with a tqdm bar (off when the
-        environment variable CI is set); results are identical to the single compiled loop.
+      progress: drive the same compiled chunks from the host and report between them (a tqdm
+        bar or plain lines, see ``jaxfactor._progress``; off when CI is set); a fit inside a
+        progress task (what ``jaxfactor run`` opens around every sweep point) always reports.
+        Results equal the single compiled loop's.
 
     Returns:
       ``FitResult(state, trace, n_iter, converged)``.
     """
-    if progress:
-        return _fit_with_progress(alg, data, _canonical_hp(hp), key, state0, tol, max_iter=int(max_iter), chunk_size=int(chunk_size))
+    if _reporting(progress):
+        return _driven(alg, data, _canonical_hp(hp), key, state0, tol, max_iter=int(max_iter), chunk_size=int(chunk_size),
+                       layout=("one",))
     return _fit_jit(alg, data, _canonical_hp(hp), key, state0, tol, max_iter=int(max_iter), chunk_size=int(chunk_size))
 
 
@@ -380,6 +424,7 @@ def fit_many(
     state0: PyTree | None = None,
     grid_map: str = "vmap",
     mesh: jax.sharding.Mesh | None = None,
+    progress: bool | None = None,
 ) -> FitManyResult:
     """Fit every (hyperparameter point × seed) pair in one compiled call; keep the best seed.
 
@@ -396,6 +441,7 @@ def fit_many(
         replicated. Every result equals the unsharded one within float tolerance (XLA may fuse
         a different batch size differently). Works across processes after
         ``jax.distributed.initialize`` (the results are gathered to every process).
+      progress: report between compiled chunks, as in ``fit`` (unsharded calls only).
 
     Returns:
       ``FitManyResult``: best restart per point, and every restart's objective / n_iter /
@@ -406,6 +452,9 @@ def fit_many(
         args, static = _sharded_args(mesh, data, hp_grid, keys, state0, tol)
         return _fit_many_sharded_jit(alg, *args, max_iter=int(max_iter), chunk_size=int(chunk_size), grid_map=grid_map,
                                      mesh=mesh, **static)
+    if _reporting(progress):
+        return _driven(alg, data, hp_grid, keys, state0, tol, max_iter=int(max_iter), chunk_size=int(chunk_size),
+                       layout=("many", grid_map))
     return _fit_many_jit(
         alg, data, hp_grid, keys, state0, tol,
         max_iter=int(max_iter), chunk_size=int(chunk_size), grid_map=grid_map,
@@ -430,6 +479,7 @@ def fit_batch(
     tol: float = 1e-4,
     chunk_size: int = 10,
     state0: PyTree | None = None,
+    progress: bool | None = None,
 ) -> FitResult:
     """B independent fits in one compiled call, paired along a leading axis (no best-of).
 
@@ -440,8 +490,11 @@ def fit_batch(
     ``state0``, if given, is a batched start state (leading axis B) used instead of ``init``;
     starting states drawn on the host keep the random number generator out of the compiled
     program, which can halve compilation time for small, fast fits.
-    Every leaf of the returned ``FitResult`` has a leading axis B.
+    Every leaf of the returned ``FitResult`` has a leading axis B. ``progress`` as in ``fit``.
     """
+    if _reporting(progress):
+        return _driven(alg, data, _canonical_hp(hp), keys, state0, tol, max_iter=int(max_iter), chunk_size=int(chunk_size),
+                       layout=("batch", (data_axes, hp_axes, 0, None if state0 is None else 0)))
     return _fit_batch_jit(
         alg, data, _canonical_hp(hp), keys, state0, tol,
         max_iter=int(max_iter), chunk_size=int(chunk_size), in_axes=(data_axes, hp_axes, 0, None if state0 is None else 0),
@@ -513,17 +566,17 @@ def compile_fit_many(
 
 def fit_restarts(
     alg: Algorithm, data: PyTree, hp: PyTree, key: jax.Array, n_restarts: int = 1, *, max_iter: int = 200,
-    tol: float = 1e-4, chunk_size: int = 10, state0: PyTree | None = None, progress: bool = False,
+    tol: float = 1e-4, chunk_size: int = 10, state0: PyTree | None = None, progress: bool | None = None,
 ) -> tuple[FitResult, np.ndarray]:
-    """The restarts the estimator APIs share: one ``fit`` (with an optional progress bar), or the
-    best of ``n_restarts`` seeds vmapped by ``fit_many``. Returns the chosen ``FitResult`` and
-    every restart's final objective."""
+    """The restarts the estimator APIs share: one ``fit``, or the best of ``n_restarts`` seeds
+    vmapped by ``fit_many`` (either with progress, as in ``fit``). Returns the chosen
+    ``FitResult`` and every restart's final objective."""
     kw = dict(max_iter=max_iter, tol=tol, chunk_size=chunk_size, state0=state0)
     if n_restarts == 1:
         res = fit(alg, data, hp, key, progress=progress, **kw)
         return res, np.asarray(res.trace[-1])[None]
     grid = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], hp)
-    many = fit_many(alg, data, grid, jax.random.split(key, n_restarts), **kw)
+    many = fit_many(alg, data, grid, jax.random.split(key, n_restarts), progress=progress, **kw)
     return jax.tree_util.tree_map(lambda x: x[0], many.best), np.asarray(many.objective[0])
 
 

@@ -212,7 +212,6 @@ class _SweepPlan:
         if not ks or not min_mafs or not filter_germline:
             raise ValueError("ks, min_mafs and filter_germline each need at least one value")
         check_allele_counts(adata)
-        M, W = variant_matrices(adata, mode, min_allele_reads=min_allele_reads)
         obs_index = {name: i for i, name in enumerate(adata.obs_names)}
         var_index = {name: j for j, name in enumerate(adata.var_names)}
         if len(obs_index) != adata.n_obs or len(var_index) != adata.n_vars:
@@ -230,6 +229,15 @@ class _SweepPlan:
                     filters.append((maf, germ, rows, cols, ""))
                 except ValueError as exc:
                     filters.append((maf, germ, None, None, str(exc)))
+        # cells and variants that no filter setting keeps are dropped before anything is built or
+        # compiled (M and W are elementwise in REF / ALT, so this changes no fit)
+        keep_rows = np.logical_or.reduce([f[2] for f in filters if f[2] is not None] or [np.ones(adata.n_obs, bool)])
+        keep_cols = np.logical_or.reduce([f[3] for f in filters if f[3] is not None] or [np.ones(adata.n_vars, bool)])
+        if not (keep_rows.all() and keep_cols.all()):
+            adata = adata[keep_rows][:, keep_cols].copy()
+            filters = [(maf, germ, rows if rows is None else rows[keep_rows], cols if cols is None else cols[keep_cols], err)
+                       for maf, germ, rows, cols, err in filters]
+        M, W = variant_matrices(adata, mode, min_allele_reads=min_allele_reads)
 
         rng = np.random.default_rng(_bootstrap_seed(bootstrap_seed, seed, init))
         boots = {i: bootstrap_masks(f[3], n_bootstrap, bootstrap_fraction, rng) for i, f in enumerate(filters) if f[2] is not None}

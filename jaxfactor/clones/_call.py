@@ -22,6 +22,7 @@ The input is never modified; all checks run before anything is compiled.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -198,14 +199,18 @@ def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), metho
     t1 = time.perf_counter()
     if log:
         log(f"fitting method '{method}' for n_clones in {candidates} ({n_init} starts each)")
-    if method == "allele":
-        fit = _methods.fit_allele(alt, depth, candidates, n_init=n_init, seed=seed, max_iter=max_iter, tol=tol,
-                                  criterion=criterion, log=log, **opts)
-    elif method == "binomial":
-        fit = _methods.fit_binomial(alt, depth, candidates, n_init=n_init, seed=seed, max_iter=max_iter, tol=tol,
-                                    criterion=criterion, log=log, **opts)
-    else:
-        fit = _methods.fit_cclone(adata, candidates, seed=seed, criterion=criterion, n_init=n_init, log=log, **opts)
+    from .._progress import task
+
+    with task(f"clones ({method})") if log else nullcontext():  # the fits report between compiled chunks
+        if method == "allele":
+            fit = _methods.fit_allele(alt, depth, candidates, n_init=n_init, seed=seed, max_iter=max_iter, tol=tol,
+                                      criterion=criterion, log=log, **opts)
+        elif method == "binomial":
+            fit = _methods.fit_binomial(alt, depth, candidates, n_init=n_init, seed=seed, max_iter=max_iter, tol=tol,
+                                        criterion=criterion, log=log, **opts)
+        else:
+            fit = _methods.fit_cclone(adata, candidates, seed=seed, criterion=criterion, n_init=n_init, log=log, **opts)
+    if method == "cclone":
         used = fit.variants
         covered = _count_cells(ref[:, used] + alt[:, used], 1)
     timings["fit"] = time.perf_counter() - t1

@@ -141,10 +141,11 @@ def _initial_afs(alt, depth, n_clones, n_restarts, rng):
     return np.asarray(out, np.float32)
 
 
-def _run(advance, states, data, n_steps, chunk):
+def _run(advance, states, data, n_steps, chunk, bar=None, offset=0, const=0.0):
     """``n_steps`` steps of every state of the batch; returns the states, the loss traces (batch,
     n_steps) and the first non-finite step of each (-1: none). A state whose loss turned
-    non-finite is not advanced further (its trace is NaN from there)."""
+    non-finite is not advanced further (its trace is NaN from there). ``bar`` (a progress bar)
+    is told the step (``offset`` + steps done) and the best -ELBO (loss + ``const``) after every chunk."""
     losses = []
     first_bad = np.full(jax.tree_util.tree_leaves(states)[0].shape[0], -1)
     for c in range(n_steps // chunk):
@@ -158,6 +159,9 @@ def _run(advance, states, data, n_steps, chunk):
                                         new, states)
         loss[first_bad >= 0] = np.nan
         losses.append(loss)
+        if bar is not None:
+            last = loss[:, -1][np.isfinite(loss[:, -1])]
+            bar.update(offset + (c + 1) * chunk, **({"neg_elbo": float(last.min() - const)} if last.size else {}))
     return states, (np.concatenate(losses, axis=1) if losses else np.zeros((first_bad.size, 0), np.float32)), first_bad
 
 
@@ -244,18 +248,21 @@ def _fit_lrs(alt, depth, n_clones, lrs, *, max_iter=2000, guide="delta", seed=0,
 
     # the data constant sum_ij log C(DP_ij, ALT_ij), left out of the model, back in every loss
     const = np.float32(np.where(depth > 0, gammaln(depth + 1) - gammaln(alt + 1) - gammaln(depth - alt + 1), 0).sum())
-    if R > 1:  # every start runs restart_steps; the one with the lowest mean of its last losses continues
-        states, first, bad = _run(advance, states, data, restart_steps, chunk)
-        tail = max(1, min(20, restart_steps // 5))
-        scores = np.where(bad < 0, first[:, -tail:].mean(axis=1), np.inf).reshape(P, R)
-        best = np.argmin(scores, axis=1)
-        rows = np.arange(P) * R + best
-        states = jax.tree_util.tree_map(lambda x: x[jnp.asarray(rows)], states)
-        first, first_bad = first[rows], np.where(np.isfinite(scores[np.arange(P), best]), -1, bad[rows])
-        scores = scores - const
-    else:
-        first, first_bad, scores = np.zeros((P, 0), np.float32), np.full(P, -1), None
-    states, rest, bad = _run(advance, states, data, num_steps - first.shape[1], chunk)
+    from .._progress import bar as progress_bar
+
+    with progress_bar(num_steps, unit="step") as bar:
+        if R > 1:  # every start runs restart_steps; the one with the lowest mean of its last losses continues
+            states, first, bad = _run(advance, states, data, restart_steps, chunk, bar, 0, const)
+            tail = max(1, min(20, restart_steps // 5))
+            scores = np.where(bad < 0, first[:, -tail:].mean(axis=1), np.inf).reshape(P, R)
+            best = np.argmin(scores, axis=1)
+            rows = np.arange(P) * R + best
+            states = jax.tree_util.tree_map(lambda x: x[jnp.asarray(rows)], states)
+            first, first_bad = first[rows], np.where(np.isfinite(scores[np.arange(P), best]), -1, bad[rows])
+            scores = scores - const
+        else:
+            first, first_bad, scores = np.zeros((P, 0), np.float32), np.full(P, -1), None
+        states, rest, bad = _run(advance, states, data, num_steps - first.shape[1], chunk, bar, first.shape[1], const)
     bad = np.where(bad >= 0, bad + first.shape[1], -1)
     out = []
     for p, lr in enumerate(lrs):

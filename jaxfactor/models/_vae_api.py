@@ -276,7 +276,7 @@ def _objective_many(alg, states, data, hps):
 def _train_many(base: VAEFit, alg, vd: VAEData, hps, stacked, states, val_every, progress, constant) -> list:
     """The epochs of a grid (see :func:`fit_vae_grid`): until every point has run ``max_epochs``,
     stopped early or turned non-finite."""
-    from tqdm.auto import tqdm
+    from .._progress import bar as progress_bar
 
     max_epochs = base.settings["max_epochs"]
     es = base.settings["early_stopping"]
@@ -286,7 +286,7 @@ def _train_many(base: VAEFit, alg, vd: VAEData, hps, stacked, states, val_every,
     done = np.zeros(P, np.int64)
     live = np.ones(P, bool)
     epoch_seconds = []
-    with tqdm(total=max_epochs, unit="epoch", disable=not progress or bool(os.environ.get("CI"))) as bar:
+    with progress_bar(max_epochs, unit="epoch", progress=progress) as bar:
         while live.any():
             t0 = time.perf_counter()
             new = _epoch_many(alg, states, vd, stacked)
@@ -305,7 +305,9 @@ def _train_many(base: VAEFit, alg, vd: VAEData, hps, stacked, states, val_every,
             done = np.asarray(ep)
             live = live & (done < max_epochs) & ~np.asarray(stopped) & (np.asarray(nan_step) < 0)
             states = new
-            bar.update(1)
+            finite = np.asarray(loss, np.float64)[ran]
+            finite = finite[np.isfinite(finite)]
+            bar.update(int(np.max(ep)), **({"loss": float(finite.min()) + constant} if finite.size else {}))
     compile_seconds = max(epoch_seconds[0] - float(np.median(epoch_seconds[1:])), 0.0) if len(epoch_seconds) > 1 \
         else float("nan")
     out = []
@@ -449,7 +451,7 @@ def _replicate(mesh, tree):
 
 def _train_loop(fit: VAEFit, alg, vd: VAEData, hp, max_epochs, val_every, ckpt, checkpoint_every, progress, last_good,
                 constant):
-    from tqdm.auto import tqdm
+    from .._progress import bar as progress_bar
 
     nb = steps_per_epoch(fit.train_index.size, fit.settings["batch_size"])
     es = fit.settings["early_stopping"]
@@ -457,7 +459,7 @@ def _train_loop(fit: VAEFit, alg, vd: VAEData, hp, max_epochs, val_every, ckpt, 
     state = fit.state
     done, stopped = jax.device_get((state.epoch, state.stopped))
     epoch_seconds = []
-    with tqdm(total=max_epochs, initial=int(done), unit="epoch", disable=not progress or bool(os.environ.get("CI"))) as bar:
+    with progress_bar(max_epochs, unit="epoch", initial=int(done), progress=progress) as bar:
         while int(done) < max_epochs and not bool(stopped):
             t0 = time.perf_counter()
             new = _epoch(alg, state, vd, hp)
@@ -478,8 +480,7 @@ def _train_loop(fit: VAEFit, alg, vd: VAEData, hp, max_epochs, val_every, ckpt, 
             for k, v in (("epoch", int(done)), ("train_loss", float(loss) + constant), ("val_loss", float(val)),
                          ("seconds", secs)):
                 h[k].append(v)
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss) + constant:.5g}", refresh=False)
+            bar.update(int(done), loss=float(loss) + constant)
             fit.state = state
             if ckpt and (int(done) % checkpoint_every == 0 or int(done) >= max_epochs or bool(stopped)):
                 save_checkpoint(fit, ckpt)

@@ -222,6 +222,14 @@ class VAEModel(Fitted):
                 "trace": trace, "trace_iter": np.asarray(h["epoch"]), "trace_name": name, "trace_unit": "epoch",
                 "n_iter": int(self.result.n_epochs)}
 
+    def _verdicts(self) -> list[str]:
+        """Early stopping that never fired: the held-out ELBO may still have been improving."""
+        r = self.result
+        if r.settings.get("early_stopping") and not bool(np.asarray(r.state.stopped)):
+            return [f"early stopping never fired: all {int(r.n_epochs)} epochs ran and the held-out ELBO may "
+                    f"still be improving; raise max_iter (or lower patience, now {int(r.hparams.patience)})"]
+        return []
+
     def _encode_result(self, arrays, folder):
         """The VAE's own checkpoint file in the model folder (``jaxfactor.models.load_vae(folder)``
         reads it too)."""

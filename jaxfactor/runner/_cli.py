@@ -1,6 +1,6 @@
 """The ``jaxfactor`` command line.
 
-    jaxfactor run CONFIG.toml [--set section.key=value ...] [--out DIR] [--force] [--device D]
+    jaxfactor run CONFIG.toml [--set section.key=value ...] [--out DIR] [--force] [--device D] [--quiet]
                   [--coordinator HOST:PORT --num-processes N --process-id I | --distributed]
     jaxfactor predict RUN_DIR DATA.h5ad --out OUT.h5ad [--batch-size B] [--device D]
     jaxfactor clones CELLSNP_DIR_OR_H5AD [--celltypes FILE.csv --celltype-key COL --healthy ... --cancer ...] --out OUT
@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="output folder (default: runs/<config name>)")
     r.add_argument("--force", action="store_true", help="replace an existing output folder")
     r.add_argument("--device", choices=("auto", "cpu", "gpu", "tpu"), default=None, help="override run.device")
+    r.add_argument("--quiet", action="store_true", help="no progress lines or bars on stderr (also when CI is set)")
     m = r.add_argument_group("multi-process runs (jax.distributed.initialize; only process 0 writes)")
     m.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                    help="address of process 0's coordinator (default: $JAX_COORDINATOR_ADDRESS)")
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", choices=("auto", "cpu", "gpu", "tpu"), default="auto")
     pr.add_argument("--force", action="store_true", help="replace an existing output file")
     pr.add_argument("--x64", action="store_true", help="compute in float64")
+    pr.add_argument("--quiet", action="store_true", help="no progress lines or bars on stderr (also when CI is set)")
     c = sub.add_parser("clones", help="call every cell cancer / healthy and its clone from REF/ALT counts",
                        description="Call every cell cancer / healthy (and its clone) with a posterior, from a cellSNP-lite "
                                    "folder or an .h5ad with layers REF and ALT, and a cell-type annotation.")
@@ -88,6 +90,9 @@ def _summary(out: str, records: list[dict]) -> str:
                      f"({fitted[0]['group_points']} point(s) per compiled call)")
     if len(fitted) < len(records):
         lines.append(f"  {len(records) - len(fitted)} point(s) resumed from an interrupted run, {len(fitted)} fitted now")
+    verdicts = records[-1].get("verdicts") or []
+    if verdicts:
+        lines.append("verdict:" + "".join(f"\n  - {line}" for line in verdicts))
     return "\n".join(lines)
 
 
@@ -102,25 +107,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
+    from .._progress import quiet
+
     try:
         if args.command == "clones":
             from ._clones import clones_command
             from ._output import out_lock
 
-            with out_lock(args.out):
+            with out_lock(args.out), quiet(args.quiet):
                 return clones_command(args, lambda m: print(m, file=sys.stderr, flush=True))
         if args.command == "predict":
             from ._predict import predict
 
-            predict(args.run_dir, args.data, args.out, batch_size=args.batch_size, device=args.device,
-                    force=args.force, x64=args.x64)
+            with quiet(args.quiet):
+                predict(args.run_dir, args.data, args.out, batch_size=args.batch_size, device=args.device,
+                        force=args.force, x64=args.x64)
             return 0
+        from ._precheck import precheck
+
+        precheck(args.config, args.overrides, args.out or _default_out(args.config), args.force)
         from ._distributed import initialize, process_index
 
         initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
         from ._run import run
 
-        out, records = run(args.config, overrides=args.overrides, out=args.out, force=args.force, device=args.device)
+        with quiet(args.quiet):
+            out, records = run(args.config, overrides=args.overrides, out=args.out, force=args.force, device=args.device)
     except (ValueError, FloatingPointError) as exc:
         msg = " ".join(str(exc).split())
         print(f"jaxfactor: error: {msg}", file=sys.stderr)
@@ -136,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _print(_summary(out, records))
     return 0
+
+
+def _default_out(config: str) -> str:
+    import os
+
+    return os.path.join("runs", os.path.splitext(os.path.basename(config))[0])
 
 
 def _print(text: str) -> None:

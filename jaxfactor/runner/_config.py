@@ -9,11 +9,10 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-import tomllib
 from dataclasses import dataclass, field
-from typing import Any
 
 from ._models import ModelSpec, get_model
+from ._precheck import load_toml, parse_override
 from ._schema import (
     DATA_FILE_FIELDS, FIT_FIELDS, RUN_FIELDS, SECTIONS, TOP_LEVEL, ConfigError, Field, check_value,
     fields_from_signature, validate_table,
@@ -32,31 +31,6 @@ class RunConfig:
     spec: ModelSpec
     raw: dict
     points: list[dict] = field(default_factory=list)  # one dict of model values per sweep point
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """``section.key=value``; the value is read as TOML, or as a bare string if that fails."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r} must look like section.key=value (e.g. model.n_components=8)")
-    path, text = item.split("=", 1)
-    keys = path.strip().split(".")
-    if len(keys) != 2 or not all(keys):
-        raise ConfigError(f"--set {item!r}: the key must be section.key (e.g. fit.max_iter=500)")
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text
-    return keys, value
-
-
-def load_toml(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path!r}")
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
 
 
 def _data_fields(data: dict, spec: ModelSpec) -> dict[str, Field]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import time
 
 import numpy as np
 
@@ -25,6 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ._schema import REQUIRED, Field
+from ._verdicts import selection_verdicts
+
+TIMING_KEYS = ("id", "chosen", "seconds", "compile_seconds", "converged")
 
 @dataclass
 class PipelineOutcome:
@@ -33,6 +35,7 @@ class PipelineOutcome:
     tables: dict[str, Any] = field(default_factory=dict)
     figures: Callable[[str], None] | None = None
     files: Callable[[str], None] | None = None  # writes further files into the results folder (e.g. the saved model)
+    verdicts: list[str] = field(default_factory=list)  # the run's verdict lines (runner._verdicts)
 
 
 def selection_records(rows: list[dict], score_key: str, better: str = "min", pick: int | None = None):
@@ -212,6 +215,7 @@ class FamilyTask:
         return max(need, key=lambda x: x[0])
 
     def execute(self, cfg, loaded: Loaded, points=None) -> PipelineOutcome:
+        from .. import _progress
         from ._resume import PointCache
 
         points = PointCache() if points is None else points
@@ -219,15 +223,20 @@ class FamilyTask:
         pos = {name: i for i, name in enumerate(loaded.adata.obs_names)}
         shared = self._shared(cfg)
         rows, models = [None] * len(cfg.points), [None] * len(cfg.points)
-        for g, idx in enumerate(self.groups(cfg)):
-            def fit_group(idx=idx):
-                t0 = time.perf_counter()
-                fits = self.model.fit_points(loaded.adata, [{k: v for k, v in cfg.points[i].items() if k != "name"}
-                                                            for i in idx], **shared)
-                seconds = (time.perf_counter() - t0) / len(idx)
-                return [self._row(cfg, loaded, cfg.points[i], model, seconds, swept, pos) for i, model in zip(idx, fits)]
-
+        groups = self.groups(cfg)
+        for g, idx in enumerate(groups):
             params = {k: cfg.points[idx[0]][k] if len(idx) == 1 else [cfg.points[i][k] for i in idx] for k in swept}
+
+            def fit_group(idx=idx, desc=f"{self.name} [{g + 1}/{len(groups)}] " + ", ".join(f"{k}={v}" for k, v in params.items())):
+                _progress.note(f"{desc}: fitting {len(idx)} point(s) on {loaded.adata.n_obs} cells x {loaded.adata.n_vars} "
+                               f"{'variants' if self.model.inputs == 'alleles' else 'features'}")
+                with _progress.task(desc), _progress.timed() as t:
+                    fits = self.model.fit_points(loaded.adata, [{k: v for k, v in cfg.points[i].items() if k != "name"}
+                                                                for i in idx], **shared)
+                _progress.note(f"{desc}: done in {t.seconds:.1f} s (of which compiling {t.compile_seconds:.1f} s)")
+                timing = (t.run_seconds / len(idx), t.compile_seconds / len(idx))
+                return [self._row(cfg, loaded, cfg.points[i], model, timing, swept, pos) for i, model in zip(idx, fits)]
+
             done = points.get_or_fit(g, params, fit_group)
             for i, (row, model) in zip(idx, done):
                 rows[i], models[i] = row, model
@@ -248,16 +257,18 @@ class FamilyTask:
             if rec.get("skipped"):
                 rec["summary"] = f"  {rec['id']}: {point}: skipped ({rec['skipped']})"
                 continue
-            shown = ", ".join(f"{k}={rec[k]:.4g}" for k in rec if k not in swept and k not in ("id", "chosen", "seconds", "converged")
+            shown = ", ".join(f"{k}={rec[k]:.4g}" for k in rec if k not in swept and k not in TIMING_KEYS
                               and isinstance(rec[k], (int, float)) and not isinstance(rec[k], bool) and rec[k] == rec[k])
             note = (f" (chosen by {score.name}, {'higher' if score.higher_is_better else 'lower'} is better)"
                     if rec["chosen"] and not compared else "")
             warn = "" if rec.get("converged", True) else ", max_iter reached"
-            rec["summary"] = f"  {rec['id']}: {point}{note}: {shown}{warn}, {rec['seconds']:.2f} s"
+            took = f"fit {rec['seconds']:.2f} s" + (f" + compile {rec['compile_seconds']:.2f} s" if rec.get("compile_seconds") else "")
+            rec["summary"] = f"  {rec['id']}: {point}{note}: {shown}{warn}; {took}"
         shown_models = {i: m for i, m in enumerate(models) if m is not None} if compared else {pick: models[pick]}
+        verdicts = selection_verdicts(table.assign(id=[r["id"] for r in records]), score.name, score.higher_is_better, swept,
+                                      what="variants" if self.model.inputs == "alleles" else "features", compared=bool(compared))
         for i, m in shown_models.items():
-            for line in m._verdicts():
-                records[i]["summary"] += f"\n    {line}"
+            verdicts += [f"{records[i]['id']}: {line}" if compared else line for line in m._verdicts()]
         suffix = {i: "".join(f"_{cfg.points[i][k]}" for k in compared) for i in shown_models}
         best = models[pick]
         adata = best.to_anndata(loaded.adata)
@@ -291,11 +302,12 @@ class FamilyTask:
                     labels = loaded.labels[[pos[c] for c in cells]]
                 family_figure(folder, name, m, table, swept, score, X=X, labels=labels, label_names=loaded.label_names)
 
-        return PipelineOutcome(records, adata, tables, figures, files)
+        return PipelineOutcome(records, adata, tables, figures, files, verdicts)
 
-    def _row(self, cfg, loaded: Loaded, point: dict, model, seconds: float, swept: list, pos: dict):
+    def _row(self, cfg, loaded: Loaded, point: dict, model, timing: tuple, swept: list, pos: dict):
         """(a sweep point's row of selection.csv, its model or None): swept values, the cells and
-        variables the fit kept, every score, n_iter / converged, seconds, recovery of the truth."""
+        variables the fit kept, every score, n_iter / converged, its (run, compile) seconds,
+        recovery of the truth."""
         row = {k: point[k] for k in swept}
         if isinstance(model, str):  # skipped, and why
             return {**row, "skipped": model}, None
@@ -304,7 +316,7 @@ class FamilyTask:
         row.update({name: s.value for name, s in model.scores().items()})
         info = model._uns()
         row.update({k: info[k] for k in ("n_iter", "converged") if k in info})
-        row["seconds"] = seconds
+        row["seconds"], row["compile_seconds"] = timing
         if loaded.truth is not None:
             row.update(model.truth_metrics(loaded.truth))
         if loaded.labels is not None:

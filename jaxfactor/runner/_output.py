@@ -11,15 +11,9 @@ import numpy as np
 import tomli_w
 
 from ..data._io import WriteFailed, space_errnos, write_failed
+from ._precheck import overlaps
 
 FLOOR_BYTES = 4 << 20  # the least free space a run, predict or clones call asks for (small outputs, figures, lock)
-
-
-def overlaps(out: str, path: str) -> bool:
-    """Whether writing (or replacing) ``out`` would touch ``path``: the same path, ``path`` inside
-    the folder ``out``, or ``out`` inside the folder ``path``."""
-    a, b = os.path.realpath(out), os.path.realpath(path)
-    return a == b or b.startswith(a + os.sep) or (a.startswith(b + os.sep) and os.path.isdir(b))
 
 
 def check_out_dir(out: str, force: bool, inputs=()) -> None:

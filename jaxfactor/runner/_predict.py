@@ -262,9 +262,9 @@ def _batch(params, blocks, *, kernel, static):
 
 
 def _progress(total: int):
-    from tqdm.auto import tqdm
+    from .._progress import Bar
 
-    return tqdm(total=total, unit="cells", unit_scale=True, desc="predict", disable=bool(os.environ.get("CI")))
+    return Bar(total, "predict", unit="cells")
 
 
 def predict(run_dir: str, data: str, out: str, *, batch_size: int | None = None, device: str = "auto",
@@ -346,7 +346,7 @@ def _predict(run_dir: str, data: str, out: str, *, batch_size, device, x64, log)
                     outputs.append({k: np.asarray(v)[: stop - start] for k, v in res.items()})
                     if pred.check is not None:
                         pred.check(outputs[-1], start, static)
-                    bar.update(stop - start)
+                    bar.update(stop)
             seconds = time.perf_counter() - t0
         res = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]} if outputs else {}
         adata = anndata.AnnData(obs=cells.obs.copy())

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import __version__
-from .._fit import _place, compile_fit_many, completed_trace
+from .. import __version__, _progress
+from .._fit import _place, compile_fit_many, completed_trace, fit_many
 from ..data import SIMULATORS, load_any
 from ..data._io import write_h5ad
 from ._config import RunConfig, load_config
@@ -30,6 +30,7 @@ from ._output import (atomic_dir, check_free_space, check_out_dir, out_lock, out
                       write_json, write_toml)
 from ._resume import PipelineStore, PointCache, SweepStore
 from ._sharding import check_bytes, check_memory, describe, make_mesh
+from ._verdicts import selection_verdicts
 
 
 @dataclass
@@ -63,11 +64,8 @@ def _groups(cfg: RunConfig) -> list[tuple[dict, list[int]]]:
     return list(groups.values())
 
 
-def _progress(cfg: RunConfig, total: int, initial: int = 0):
-    from tqdm.auto import tqdm
-
-    disable = (not cfg.run["progress"]) or bool(os.environ.get("CI")) or total <= 1
-    return tqdm(total=total, initial=initial, desc="sweep points", unit="pt", disable=disable)
+def _points_bar(cfg: RunConfig, total: int, initial: int = 0) -> _progress.Bar:
+    return _progress.Bar(total, "sweep points", unit="point", initial=initial, enabled=cfg.run["progress"] and total > 1)
 
 
 def _chunks(cfg: RunConfig, idx: list[int]) -> list[list[int]]:
@@ -142,7 +140,8 @@ def execute(cfg: RunConfig, X: np.ndarray, device, truth: dict | None = None, *,
     else:  # replicated once on every device of the mesh; fit_many splits the points
         Xd = _place(np.asarray(X, dtype), NamedSharding(mesh, PartitionSpec()))
     n_call = 0
-    with _progress(cfg, n, int(finished.sum())) as bar:
+    talk = mesh is None and cfg.run["progress"] and _progress.reporting(True)
+    with _points_bar(cfg, n, int(finished.sum())) as bar:
         for static, idx in _groups(cfg):
             alg = spec.build(static)
             compiled: dict[int, tuple] = {}  # one compilation per call size within a group
@@ -150,24 +149,27 @@ def execute(cfg: RunConfig, X: np.ndarray, device, truth: dict | None = None, *,
                 hp_grid = _hp_grid(cfg, chunk)
                 if mesh is None:
                     hp_grid = jax.device_put(hp_grid, device)
-                if len(chunk) not in compiled:
-                    compiled[len(chunk)] = compile_fit_many(
-                        alg, Xd, hp_grid, keys, max_iter=fitc["max_iter"], tol=fitc["tol"],
-                        chunk_size=fitc["chunk_size"], grid_map=cfg.run["grid_map"], mesh=mesh,
-                    )
-                    compile_s = compiled[len(chunk)][1]
+                kw = dict(max_iter=fitc["max_iter"], tol=fitc["tol"], chunk_size=fitc["chunk_size"], grid_map=cfg.run["grid_map"])
+                if talk:  # chunk by chunk from the host, reporting in between (compile time measured apart)
+                    desc = f"{spec.name} [{n_call + 1}] " + ", ".join(f"{k}={v}" for k, v in static.items())
+                    with _progress.task(desc), _progress.timed() as t:
+                        out = jax.block_until_ready(fit_many(alg, Xd, hp_grid, keys, progress=True, **kw))
+                    compile_s, seconds = t.compile_seconds, t.run_seconds
                 else:
-                    compile_s = 0.0
-                run_call = compiled[len(chunk)][0]
-                t0 = time.perf_counter()
-                out = jax.block_until_ready(run_call(Xd, hp_grid, keys))
-                seconds = time.perf_counter() - t0
+                    if len(chunk) not in compiled:
+                        compiled[len(chunk)] = compile_fit_many(alg, Xd, hp_grid, keys, mesh=mesh, **kw)
+                        compile_s = compiled[len(chunk)][1]
+                    else:
+                        compile_s = 0.0
+                    t0 = time.perf_counter()
+                    out = jax.block_until_ready(compiled[len(chunk)][0](Xd, hp_grid, keys))
+                    seconds = time.perf_counter() - t0
                 for j, i in enumerate(chunk):
                     records[i] = _record(cfg, i, static, out, j, n_call, len(chunk), seconds, compile_s, truth)
                     if store is not None:
                         store.save(i, records[i])
                 n_call += 1
-                bar.update(len(chunk))
+                bar.update(bar.n + len(chunk))
     return records
 
 
@@ -186,7 +188,7 @@ def _execute_cells(cfg: RunConfig, X: np.ndarray, device, truth: dict | None, *,
     keys = jax.device_put(jax.random.split(jax.random.PRNGKey(fitc["seed"]), fitc["n_init"]), device)
     placed = None
     n_call = 0
-    with _progress(cfg, n, int(finished.sum())) as bar:
+    with _points_bar(cfg, n, int(finished.sum())) as bar:
         for static, idx in _groups(cfg):
             alg, plain, layout = spec.model.algorithm(static, mesh), spec.model.algorithm(static), spec.model.cell_layout()
             placed = place_cells(np.asarray(Xd), mesh, layout) if placed is None else placed
@@ -204,7 +206,7 @@ def _execute_cells(cfg: RunConfig, X: np.ndarray, device, truth: dict | None, *,
                     store.save(i, records[i])
                 first = False
                 n_call += 1
-                bar.update(1)
+                bar.update(bar.n + 1)
     return records
 
 
@@ -278,14 +280,18 @@ def _write_results(tmp: str, cfg: RunConfig, data: LoadedData, records: list[dic
     for r, v in zip(records, values):
         r["chosen"] = r is records[pick]
         r[score.name] = float(v)
-    meta = {**meta, "chosen": records[pick]["id"], "chosen_by": score.name, "higher_is_better": score.higher_is_better}
-    write_toml(os.path.join(tmp, "config.toml"), cfg.raw)
-    point_metrics = [{k: v for k, v in r.items() if k not in ("arrays", "trace", "trace_iter", "shown")} for r in records]
-    write_json(os.path.join(tmp, "metrics.json"), {**meta, "points": point_metrics})
     swept = [k for k in cfg.sweep] or ["n_components"]
-    pd.DataFrame([{"id": r["id"], **{k: r["params"][k] for k in swept}, score.name: r[score.name], "n_iter": r["n_iter"],
-                   "converged": r["converged"], "chosen": r["chosen"], **r.get("truth", {})} for r in records]
-                 ).to_csv(os.path.join(tmp, "selection.csv"), index=False)
+    table = pd.DataFrame([{"id": r["id"], **{k: r["params"][k] for k in swept}, score.name: r[score.name], "n_iter": r["n_iter"],
+                           "converged": r["converged"], "chosen": r["chosen"], **r.get("truth", {})} for r in records])
+    verdicts = selection_verdicts(table, score.name, score.higher_is_better, swept)
+    records[-1]["verdicts"] = verdicts  # the summary's verdict lines
+    meta = {**meta, "chosen": records[pick]["id"], "chosen_by": score.name, "higher_is_better": score.higher_is_better,
+            "compile_seconds": sum({r["group"]: r["compile_seconds"] for r in records}.values()),
+            "run_seconds": sum({r["group"]: r["seconds"] for r in records}.values()), "verdicts": verdicts}
+    write_toml(os.path.join(tmp, "config.toml"), cfg.raw)
+    point_metrics = [{k: v for k, v in r.items() if k not in ("arrays", "trace", "trace_iter", "shown", "verdicts")} for r in records]
+    write_json(os.path.join(tmp, "metrics.json"), {**meta, "points": point_metrics})
+    table.to_csv(os.path.join(tmp, "selection.csv"), index=False)
     base = data.adata
     if base is not None and data.transposed:
         base = base.T  # the fitted rows are the data's variables
@@ -360,7 +366,7 @@ def _run_pipeline(cfg: RunConfig, out: str, force: bool, log=_log):
             points = PointCache(store, finished, log)
         t0 = time.perf_counter()
         try:
-            with jax.default_device(dev):
+            with jax.default_device(dev), _progress.quiet(not cfg.run["progress"]), _progress.timed() as timing:
                 outcome = task.execute(cfg, loaded, points=points)
         except BaseException:
             if store is not None and not store.finished().any():
@@ -368,10 +374,16 @@ def _run_pipeline(cfg: RunConfig, out: str, force: bool, log=_log):
             raise
         shape = list(loaded.X.shape) if hasattr(loaded, "X") else [int(loaded.adata.n_obs), int(loaded.adata.n_vars)]
         meta = _meta(cfg, dev, shape, time.perf_counter() - t0)
+        meta.update(compile_seconds=timing.compile_seconds, run_seconds=timing.run_seconds)
+        lines = [f"{timing.seconds:.1f} s fitting, of which {timing.compile_seconds:.1f} s compiling"
+                 + (" (a second run loads the compiled programs from the cache)" if timing.compile_seconds > 5 else "")]
         if points.resumed:
             meta["resumed_points"] = list(points.resumed)
-            outcome.records[-1]["summary"] += (f"\n  {len(points.resumed)} point(s) resumed from an interrupted run, "
-                                               f"{n_points - len(points.resumed)} fitted now")
+            lines.append(f"{len(points.resumed)} point(s) resumed from an interrupted run, {n_points - len(points.resumed)} fitted now")
+        meta["verdicts"] = list(outcome.verdicts)
+        outcome.records[-1]["summary"] += "".join(f"\n  {line}" for line in lines)
+        if outcome.verdicts:
+            outcome.records[-1]["summary"] += "\nverdict:" + "".join(f"\n  - {line}" for line in outcome.verdicts)
         if not is_writer():
             return out, outcome.records
         with atomic_dir(out, force) as tmp:
