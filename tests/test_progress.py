@@ -84,3 +84,47 @@ def test_timed_splits_compile_from_run(X):
 def test_union_of_nested_spans():
     assert _progress._union_seconds([(0, 4), (1, 2), (3, 6), (8, 9)], 0, 10) == 7
     assert _progress._union_seconds([(0, 4)], 2, 10) == 2
+
+
+def test_verdicts_say_what_was_chosen_and_what_to_doubt():
+    import pandas as pd
+
+    from jaxfactor.runner._verdicts import selection_verdicts
+
+    table = pd.DataFrame({"n_components": [2, 3, 4, 4], "min_maf": [2.0, 2.0, 2.0, 5.0], "bic": [100.0, 90.5, 90.0, np.nan],
+                          "n_vars": [40, 40, 6, 0], "converged": [True, False, True, None],
+                          "skipped": ["", "", "", "k=4 needs more than 3 variants"], "chosen": [False, False, True, False]})
+    lines = selection_verdicts(table, "bic", False, ["n_components", "min_maf"], what="variants")
+    text = "\n".join(lines)
+    assert lines[0].startswith("chosen p002 (n_components=4, min_maf=2.0): best bic (lower is better) 90, ahead of p001")
+    assert "the selection is flat: p002 and p001 are within 0.5 in bic" in text  # ΔBIC < 2 (Kass & Raftery)
+    assert "1 of 4 point(s) skipped (p003)" in text and "1 of 3 fit(s) stopped at max_iter" in text
+    assert "only 6 variants" in text
+    assert "n_components=4 is the largest value" in text
+    clear = table.assign(bic=[100.0, 80.0, 60.0, np.nan], chosen=[False, False, True, False])
+    assert "flat" not in "\n".join(selection_verdicts(clear, "bic", False, ["n_components"]))
+    tie = pd.DataFrame({"k": [2, 2], "orth_score": [-0.4, -0.4], "chosen": [True, False]})
+    assert "p001 tie(s) with it" in "\n".join(selection_verdicts(tie, "orth_score", True, ["k"]))
+
+
+def test_a_run_talks_and_ends_with_verdicts(tmp_path, lines, capsys):
+    """The runner in lines mode: one line per sweep point, progress lines from inside the fits,
+    and a summary whose verdicts and compile / run seconds are in metrics.json too."""
+    import json
+
+    from jaxfactor.runner import run
+    from jaxfactor.runner._cli import _summary
+
+    import pathlib
+
+    config = str(pathlib.Path(__file__).resolve().parent.parent / "experiments" / "gmm_demo.toml")
+    out, records = run(config, out=str(tmp_path / "out"), overrides=[
+        "data.n_samples=300", "sweep.n_components=[2, 3, 4]", "fit.n_init=2", "fit.max_iter=40"])
+    err = capsys.readouterr().err
+    assert "gmm [1/3] n_components=2: fitting on 300 cells x 2 features" in err
+    assert "gmm [3/3] n_components=4: iteration" in err and "done in" in err
+    summary = _summary(out, records)
+    assert "of which" in summary and "compiling" in summary and "\nverdict:\n  - chosen p00" in summary
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["verdicts"][0].startswith("chosen p00") and metrics["compile_seconds"] >= 0
+    assert all("compile_seconds" in p for p in metrics["points"])

@@ -227,8 +227,13 @@ class FamilyTask:
         for g, idx in enumerate(groups):
             params = {k: cfg.points[idx[0]][k] if len(idx) == 1 else [cfg.points[i][k] for i in idx] for k in swept}
 
-            def fit_group(idx=idx, desc=f"{self.name} [{g + 1}/{len(groups)}] " + ", ".join(f"{k}={v}" for k, v in params.items())):
-                _progress.note(f"{desc}: fitting {len(idx)} point(s) on {loaded.adata.n_obs} cells x {loaded.adata.n_vars} "
+            fixed = {k: cfg.points[idx[0]][k] for k in swept if len({repr(cfg.points[i][k]) for i in idx}) == 1}
+            varied = [k for k in swept if k not in fixed]
+            desc = (f"{self.name} [{g + 1}/{len(groups)}] " + ", ".join(f"{k}={v}" for k, v in fixed.items())
+                    + (f" ({len(idx)} points over {', '.join(varied)})" if varied else ""))
+
+            def fit_group(idx=idx, desc=desc):
+                _progress.note(f"{desc}: fitting on {loaded.adata.n_obs} cells x {loaded.adata.n_vars} "
                                f"{'variants' if self.model.inputs == 'alleles' else 'features'}")
                 with _progress.task(desc), _progress.timed() as t:
                     fits = self.model.fit_points(loaded.adata, [{k: v for k, v in cfg.points[i].items() if k != "name"}

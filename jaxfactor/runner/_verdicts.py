@@ -42,8 +42,12 @@ def selection_verdicts(table, score_name: str, higher_is_better: bool, swept: li
     ids = list(ids)
     skipped = [i for i in range(len(table)) if "skipped" in table and isinstance(table["skipped"].iloc[i], str)
                and table["skipped"].iloc[i]]
-    for i in skipped:
-        lines.append(f"{ids[i]} ({_point(table.iloc[i], swept)}) was skipped: {table['skipped'].iloc[i]}")
+    if skipped:
+        shown = ", ".join(ids[i] for i in skipped[:8]) + (", ..." if len(skipped) > 8 else "")
+        first = skipped[0]
+        lines.append(f"{len(skipped)} of {len(table)} point(s) skipped ({shown}), e.g. {ids[first]} "
+                     f"({_point(table.iloc[first], swept)}): {table['skipped'].iloc[first]}"
+                     + ("; every reason is in selection.csv" if len(skipped) > 1 else ""))
     if "converged" in table:
         bad = [i for i in range(len(table)) if i not in skipped and table["converged"].iloc[i] is not None
                and not bool(table["converged"].iloc[i]) and table["converged"].iloc[i] == table["converged"].iloc[i]]
@@ -64,14 +68,20 @@ def selection_verdicts(table, score_name: str, higher_is_better: bool, swept: li
     if compared or len(ok) < 2:
         return lines
     direction = "higher" if higher_is_better else "lower"
-    others = [i for i in ok if i != c]
-    runner = max(others, key=lambda i: values[i]) if higher_is_better else min(others, key=lambda i: values[i])
-    margin = abs(values[c] - values[runner])
-    lines.insert(0, f"chosen {ids[c]} ({_point(row, swept)}): best {score_name} ({direction} is better) {values[c]:.6g}, "
-                    f"ahead of {ids[runner]} ({_point(table.iloc[runner], swept)}) by {margin:.3g}")
-    if _flat(score_name, margin, values[c]) and not (score_name in UNPENALISED and "n_components" in swept):
-        lines.insert(1, f"the selection is flat: {ids[c]} and {ids[runner]} are within {margin:.3g} in {score_name}; "
+    ties = [i for i in ok if i != c and values[i] == values[c]]
+    others = [i for i in ok if values[i] != values[c]]
+    head = [f"chosen {ids[c]} ({_point(row, swept)}): best {score_name} ({direction} is better) {values[c]:.6g}"]
+    if ties:
+        head.append(f"{', '.join(ids[i] for i in ties[:4])}{', ...' if len(ties) > 4 else ''} tie(s) with it (the same "
+                    f"{score_name}; the first in sweep order is kept)")
+    if others:
+        runner = max(others, key=lambda i: values[i]) if higher_is_better else min(others, key=lambda i: values[i])
+        margin = abs(values[c] - values[runner])
+        head[0] += f", ahead of {ids[runner]} ({_point(table.iloc[runner], swept)}) by {margin:.3g}"
+        if _flat(score_name, margin, values[c]) and not (score_name in UNPENALISED and "n_components" in swept):
+            head.append(f"the selection is flat: {ids[c]} and {ids[runner]} are within {margin:.3g} in {score_name}; "
                         "the data do not decide between them")
+    lines[:0] = head
     for key in swept:
         if key == "n_components" and score_name in UNPENALISED:
             continue
