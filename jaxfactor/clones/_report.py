@@ -233,22 +233,10 @@ def _cell_panel(ax, fig, out, u):
 
 
 def _selection_panel(ax, u):
-    table = u["selection"]
+    from ..runner._figures import selection_curve
+
     crit = u["criterion"]
-    ks = table["n_clones"].to_numpy()
-    vals = table[crit].to_numpy(np.float64)
-    ax.plot(ks, vals, marker="o", color="0.2")
-    chosen = table["chosen"].to_numpy(bool)
-    ax.scatter(ks[chosen], vals[chosen], s=160, facecolors="none", edgecolors="red", lw=1.5, label="chosen")
-    for kx, v in zip(ks, vals):
-        ax.annotate(f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}", (kx, v), textcoords="offset points", xytext=(0, 9),
-                    ha="center", fontsize=7)
-    ax.set_xticks(ks)
-    ax.set_xlabel("number of clones K")
-    ax.set_ylabel(crit)
-    ax.set_title(f"choosing K: {CRITERION_NAMES[crit]}", fontsize=10)
-    ax.legend(fontsize=7)
-    ax.margins(y=0.15)
+    selection_curve(ax, u["selection"], "n_clones", crit, crit not in ("bic", "aic"), xlabel="number of clones K")
 
 
 def plot(out, folder: str, name: str = "clones.png") -> str:
@@ -262,7 +250,9 @@ def plot(out, folder: str, name: str = "clones.png") -> str:
     _cell_panel(axes[1, 0], fig, out, u)
     _selection_panel(axes[1, 1], u)
     verdict = "" if u["validation"]["passed"] else "  —  VALIDATION FAILED (see summary)"
-    fig.suptitle(f"jaxfactor clones: method '{u['method']}', {u['n_clones']} clones, {out.n_obs} cells{verdict}", fontsize=12)
+    thr = f", call threshold {u['settings']['threshold']:g}" if "cancer_call" in out.obs else ""
+    fig.suptitle(f"jaxfactor clones: method '{u['method']}' ({METHOD_NAMES[u['method']]})\n{u['n_clones']} clones, chosen by "
+                 f"{CRITERION_NAMES[u['criterion']]}; {out.n_obs:,} cells x {out.n_vars} variants{thr}{verdict}", fontsize=12)
     fig.tight_layout()
     path = os.path.join(folder, name)
     fig.savefig(path, dpi=100)

@@ -214,44 +214,8 @@ def write_toml(path: str, obj: dict) -> None:
 
 def write_figures(folder: str, traces: dict[str, tuple[np.ndarray, np.ndarray]], heatmaps: dict[str, dict],
                   ylabel: str = "objective", files: dict[str, str] | None = None) -> list[str]:
-    """``trace.png`` with every point's trace, and one heatmap figure per point
-    (``factors_<files[label]>.png``, titled with the point's label: its id and swept values)."""
-    import matplotlib
+    """``trace.png`` (every point's trace beside the selection curve) and one heatmap page per
+    point (``factors_<files[label]>.png``): drawn by :func:`jaxfactor.runner._figures.write_figures`."""
+    from ._figures import write_figures as draw
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for pid, (iters, trace) in traces.items():
-        ax.plot(iters, trace, marker="." if len(iters) < 30 else None, label=pid)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(ylabel)
-    if all(np.all(t > 0) for _, t in traces.values()):
-        ax.set_yscale("log")
-    ax.set_title(f"{ylabel} trace")
-    if len(traces) <= 12:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(folder, "trace.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    written.append(path)
-
-    for pid, maps in heatmaps.items():
-        if not maps:
-            continue
-        fig, axes = plt.subplots(1, len(maps), figsize=(5 * len(maps), 4))
-        for ax, (title, mat) in zip(np.atleast_1d(axes), maps.items()):
-            im = ax.imshow(mat, aspect="auto", interpolation="nearest", cmap="viridis")
-            ax.set_title(title, fontsize=9)
-            if mat.shape[1] <= 30:  # integer ticks on a component axis
-                ax.set_xticks(range(mat.shape[1]))
-            fig.colorbar(im, ax=ax)
-        fig.suptitle(pid)
-        fig.tight_layout()
-        path = os.path.join(folder, f"factors_{(files or {}).get(pid, pid)}.png")
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
-    return written
+    return draw(folder, traces, heatmaps, ylabel, files)
