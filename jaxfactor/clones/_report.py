@@ -233,7 +233,7 @@ def _cell_panel(ax, fig, out, u):
 
 
 def _selection_panel(ax, u):
-    from ..runner._figures import selection_curve
+    from .._plots import selection_curve
 
     crit = u["criterion"]
     selection_curve(ax, u["selection"], "n_clones", crit, crit not in ("bic", "aic"), xlabel="number of clones K")

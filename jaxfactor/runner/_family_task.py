@@ -301,11 +301,15 @@ class FamilyTask:
                 if m.inputs == "matrix" and m.cells is None and m.genes is None:
                     layer = m.settings.get("layer")
                     X = loaded.adata.layers[layer] if layer else loaded.adata.X
-                labels = None
-                if loaded.labels is not None:
+                labels, names = loaded.labels, loaded.label_names
+                key = m.settings.get("celltype_key") or ""
+                if labels is None and key and key in loaded.adata.obs:  # the annotation's cell types as the strip
+                    names, labels = np.unique(np.asarray(loaded.adata.obs[key]).astype(str), return_inverse=True)
+                    names = list(names)
+                if labels is not None:
                     cells = m.obs_names if m.cells is None else m.obs_names[np.asarray(m.cells)]
-                    labels = loaded.labels[[pos[c] for c in cells]]
-                family_figure(folder, name, m, table, swept, score, X=X, labels=labels, label_names=loaded.label_names)
+                    labels = labels[[pos[c] for c in cells]]
+                family_figure(folder, name, m, table, swept, score, X=X, labels=labels, label_names=names)
 
         return PipelineOutcome(records, adata, tables, figures, files, verdicts)
 
