@@ -99,6 +99,17 @@ def task(name: str):
         _state["tasks"].pop()
 
 
+@contextmanager
+def subtask(name: str):
+    """Inside a :func:`task`, name what runs now more precisely (``"<task>: <name>"``, e.g. one K
+    of a K selection); outside a task nothing changes (a library call stays silent)."""
+    if not _state["tasks"]:
+        yield
+        return
+    with task(f"{_state['tasks'][-1]}: {name}"):
+        yield
+
+
 def _fmt_seconds(s: float) -> str:
     if s < 90:
         return f"{s:.0f} s"

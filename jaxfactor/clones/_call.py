@@ -199,9 +199,9 @@ def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), metho
     t1 = time.perf_counter()
     if log:
         log(f"fitting method '{method}' for n_clones in {candidates} ({n_init} starts each)")
-    from .._progress import task
+    from .._progress import task, timed
 
-    with task(f"clones ({method})") if log else nullcontext():  # the fits report between compiled chunks
+    with task(f"clones ({method})") if log else nullcontext(), timed() as clock:  # the fits report between chunks
         if method == "allele":
             fit = _methods.fit_allele(alt, depth, candidates, n_init=n_init, seed=seed, max_iter=max_iter, tol=tol,
                                       criterion=criterion, log=log, **opts)
@@ -214,6 +214,7 @@ def call(adata, *, celltype_key: str | None = None, healthy=(), cancer=(), metho
         used = fit.variants
         covered = _count_cells(ref[:, used] + alt[:, used], 1)
     timings["fit"] = time.perf_counter() - t1
+    timings["compile"] = clock.compile_seconds
 
     t2 = time.perf_counter()
     out = adata[:, used].copy()

@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from .._progress import subtask
+
 CI_LEVEL = 0.9
 _Z90 = 1.6448536269514722
 
@@ -174,7 +176,8 @@ def fit_allele(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: fl
 
     def refit(g, k):
         t1 = time.perf_counter()
-        res = fit(fast, data, hps[g], keys[0], state0=pools[g][0][1].state, max_iter=max_iter, tol=tol, chunk_size=10)
+        with subtask(f"K={k} on all cells"):
+            res = fit(fast, data, hps[g], keys[0], state0=pools[g][0][1].state, max_iter=max_iter, tol=tol, chunk_size=10)
         r, ll, s1, s0, evidence = _posterior(res.state, data, hps[g])
         ll = float(ll)
         n_par = k * J + (k - 1) + (J if site_dropout else 1) + 1
@@ -188,7 +191,8 @@ def fit_allele(alt, depth, ks, *, n_init: int, seed: int, max_iter: int, tol: fl
     if criterion not in ("evidence", "bic", "aic"):
         raise ValueError(f"criterion {criterion!r} is not available for method 'allele'; use 'evidence', 'bic' or 'aic'")
     for g in range(len(ks)):
-        batch(g)
+        with subtask(f"screening K={ks[g]}"):
+            batch(g)
     t_screen = time.perf_counter() - t0
     if log:
         where = f"a random {screen_cells} of the cells" if screen_data is not data else "all cells"

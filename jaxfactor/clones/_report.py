@@ -102,7 +102,8 @@ def summary(out) -> str:
     if "renamed_input_columns" in u:
         lines.append(f"note: the input's own obs columns were kept as {', '.join(map(str, u['renamed_input_columns']))}")
     t = u["timings"]
-    lines.append(f"time: {t['total']:.1f} s (fit {t['fit']:.1f} s)")
+    compiling = f", of which compiling {t['compile']:.1f} s" if "compile" in t else ""
+    lines.append(f"time: {t['total']:.1f} s (fit {t['fit']:.1f} s{compiling})")
     return "\n".join(lines)
 
 

@@ -271,7 +271,7 @@ class FamilyTask:
             rec["summary"] = f"  {rec['id']}: {point}{note}: {shown}{warn}; {took}"
         shown_models = {i: m for i, m in enumerate(models) if m is not None} if compared else {pick: models[pick]}
         verdicts = selection_verdicts(table.assign(id=[r["id"] for r in records]), score.name, score.higher_is_better, swept,
-                                      what="variants" if self.model.inputs == "alleles" else "features", compared=bool(compared))
+                                      what="variants" if self.model.inputs == "alleles" else None, compared=bool(compared))
         for i, m in shown_models.items():
             verdicts += [f"{records[i]['id']}: {line}" if compared else line for line in m._verdicts()]
         suffix = {i: "".join(f"_{cfg.points[i][k]}" for k in compared) for i in shown_models}

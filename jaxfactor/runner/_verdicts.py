@@ -33,10 +33,12 @@ def _flat(name: str, margin: float, best: float) -> bool:
     return margin < RELATIVE_FLAT * max(abs(best), 1e-12)
 
 
-def selection_verdicts(table, score_name: str, higher_is_better: bool, swept: list, *, what: str = "variables",
+def selection_verdicts(table, score_name: str, higher_is_better: bool, swept: list, *, what: str | None = None,
                        compared: bool = False) -> list[str]:
     """Verdict lines about a sweep's choice from its table (one row per point: the swept keys,
-    ``score_name``, ``chosen``, optionally ``id``, ``converged``, ``skipped``, ``n_vars``)."""
+    ``score_name``, ``chosen``, optionally ``id``, ``converged``, ``skipped``, ``n_vars``).
+    ``what`` names the variables whose number must not be small (``"variants"`` for clone
+    models, where a handful of filtered variants cannot support clones; None: no such check)."""
     lines = []
     ids = table["id"] if "id" in table else [f"p{i:03d}" for i in range(len(table))]
     ids = list(ids)
@@ -60,7 +62,7 @@ def selection_verdicts(table, score_name: str, higher_is_better: bool, swept: li
         return lines
     c = chosen[0]
     row = table.iloc[c]
-    if "n_vars" in table and np.isfinite(row["n_vars"]) and row["n_vars"] < FEW_VARIABLES:
+    if what and "n_vars" in table and np.isfinite(row["n_vars"]) and row["n_vars"] < FEW_VARIABLES:
         lines.append(f"the chosen fit rests on only {int(row['n_vars'])} {what} (fewer than {FEW_VARIABLES}): weak evidence; "
                      "relax the filters or add data")
     values = np.asarray(table[score_name], np.float64)
