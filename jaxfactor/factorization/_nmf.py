@@ -163,7 +163,8 @@ def _hals_step(state: NMFState, X, hp: NMFHparams, *, cells: Cells | None = None
     c = _here(X, cells)
     W, H = state
     k, (n, p) = H.shape[0], (c.n, X.shape[1])
-    Wt = _hals.update(W.T, H @ H.T, H @ X.T, hp.l1_W, hp.l2_W, sweeps=_hals.max_sweeps(alpha, n, p, k), delta=delta,
+    # HXᵀ as (XHᵀ)ᵀ: XLA:CPU's kernel for X @ Hᵀ is the faster of the two (~20 % at 20000 × 2000, k = 20)
+    Wt = _hals.update(W.T, H @ H.T, (X @ H.T).T, hp.l1_W, hp.l2_W, sweeps=_hals.max_sweeps(alpha, n, p, k), delta=delta,
                       total=c.sum)
     W = c.keep(Wt.T)
     WtW, WtX = c.sum((W.T @ W, W.T @ X))
