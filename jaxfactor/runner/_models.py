@@ -7,16 +7,17 @@ call. ``hparams`` keys are numbers: a sweep over them is vmapped inside one comp
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import jax.numpy as jnp
 import numpy as np
 
-from .._base import Algorithm
 from .._validate import check_n_components
-from ..data import simulate_nmf
 from ._schema import INT_OR_AUTO, Field
+
+if TYPE_CHECKING:
+    from .._base import Algorithm
 
 
 @dataclass(frozen=True)
@@ -112,30 +113,61 @@ FIT_HELP = {"max_iter": "maximum iterations (EM iterations, SVI steps...) per fi
             "n_init": "random starts per fit, the best kept", "seed": "PRNG seed"}
 
 
-def _family_specs() -> dict[str, ModelSpec]:
-    from ..data import simulate_clones, simulate_counts, simulate_gmm, simulate_ppca, simulate_zinb
-    from ..models._allele_model import simulate_allele_counts
+def _builders() -> dict[str, Callable[[], ModelSpec]]:
+    """How to build each model's spec (each imports only its own family, on first use)."""
+    from ..data import simulate_clones, simulate_counts, simulate_gmm, simulate_nmf, simulate_ppca, simulate_zinb
 
     return {
-        "cclone": family_spec("cclone", {"clones": simulate_clones},
-                              {"k": "n_components", "n_cycles": "fit.max_iter", "tol": "fit.tol"}, {"filter": True}),
-        "gmm": family_spec("gmm", {"gmm": simulate_gmm}),
-        "ppca": family_spec("ppca", {"ppca": simulate_ppca}),
-        "binomial_mixture": family_spec("binomial_mixture", {"clones": simulate_clones}, {"n_clones": "n_components"}),
-        "allele_model": family_spec("allele_model", {"alleles": simulate_allele_counts},
-                                    {"n_clones": "n_components", "num_steps": "fit.max_iter", "n_restarts": "fit.n_init"}),
-        "vae": family_spec("vae", {"counts": simulate_counts},
-                           {"n_latent": "n_components", "max_epochs": "fit.max_iter", "label_key": "data.label_key",
-                            "checkpoint": None}),
-        "zinbwave": family_spec("zinbwave", {"zinb": simulate_zinb},
-                                {"X_columns": "X", "V_columns": "V", "label_key": "data.label_key"}),
-        "clones": family_spec("clones", {"clones": simulate_clones},
-                              {"n_clones": "n_components", "n_init": "fit.n_init", "max_iter": "fit.max_iter",
-                               "tol": "fit.tol"}, {"site_dropout": True}),
+        "nmf": lambda: grid_spec("nmf", {"nmf": simulate_nmf}),
+        "cclone": lambda: family_spec("cclone", {"clones": simulate_clones},
+                                      {"k": "n_components", "n_cycles": "fit.max_iter", "tol": "fit.tol"}, {"filter": True}),
+        "gmm": lambda: family_spec("gmm", {"gmm": simulate_gmm}),
+        "ppca": lambda: family_spec("ppca", {"ppca": simulate_ppca}),
+        "binomial_mixture": lambda: family_spec("binomial_mixture", {"clones": simulate_clones}, {"n_clones": "n_components"}),
+        "allele_model": lambda: family_spec("allele_model", {"alleles": _allele_simulator()},
+                                            {"n_clones": "n_components", "num_steps": "fit.max_iter", "n_restarts": "fit.n_init"}),
+        "vae": lambda: family_spec("vae", {"counts": simulate_counts},
+                                   {"n_latent": "n_components", "max_epochs": "fit.max_iter", "label_key": "data.label_key",
+                                    "checkpoint": None}),
+        "zinbwave": lambda: family_spec("zinbwave", {"zinb": simulate_zinb},
+                                        {"X_columns": "X", "V_columns": "V", "label_key": "data.label_key"}),
+        "clones": lambda: family_spec("clones", {"clones": simulate_clones},
+                                      {"n_clones": "n_components", "n_init": "fit.n_init", "max_iter": "fit.max_iter",
+                                       "tol": "fit.tol"}, {"site_dropout": True}),
     }
 
 
-MODELS: dict[str, ModelSpec] = {"nmf": grid_spec("nmf", {"nmf": simulate_nmf}), **_family_specs()}
+def _allele_simulator():
+    from ..models._allele_model import simulate_allele_counts
+
+    return simulate_allele_counts
+
+
+NAMES = ("nmf", "cclone", "gmm", "ppca", "binomial_mixture", "allele_model", "vae", "zinbwave", "clones")
+
+
+class _Models(Mapping):
+    """The runner's models by name; a model's spec (and its family's modules, JAX, NumPyro, Flax)
+    is built on first access, so validating a GMM config never imports the VAE."""
+
+    def __init__(self):
+        self._specs: dict[str, ModelSpec] = {}
+
+    def __getitem__(self, name: str) -> ModelSpec:
+        if name not in NAMES:
+            raise KeyError(name)
+        if name not in self._specs:
+            self._specs[name] = _builders()[name]()
+        return self._specs[name]
+
+    def __iter__(self):
+        return iter(NAMES)
+
+    def __len__(self) -> int:
+        return len(NAMES)
+
+
+MODELS: Mapping[str, ModelSpec] = _Models()
 
 
 def get_model(name: Any) -> ModelSpec:
@@ -145,6 +177,8 @@ def get_model(name: Any) -> ModelSpec:
 
 
 def to_device_array(X: np.ndarray, x64: bool):
+    import jax.numpy as jnp
+
     return jnp.asarray(X, jnp.float64 if x64 else jnp.float32)
 
 
