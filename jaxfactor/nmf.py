@@ -14,6 +14,7 @@ from .factorization import (  # noqa: F401  (public re-exports)
     fit,
     frobenius_objective,
     kl_objective,
+    nmf_hals,
     nmf_kl,
     nmf_mu,
     nmf_pgd,
@@ -24,6 +25,6 @@ from .factorization import (  # noqa: F401  (public re-exports)
 
 __all__ = [
     "INITS", "METHODS", "ConvergenceWarning", "NMFHparams", "NMFResult", "NMFState", "fit", "frobenius_objective",
-    "kl_objective", "nmf_kl", "nmf_mu", "nmf_pgd",
+    "kl_objective", "nmf_hals", "nmf_kl", "nmf_mu", "nmf_pgd",
     "nndsvd_init", "random_init", "randomized_svd",
 ]
