@@ -116,6 +116,17 @@ def _check_fraction(value, name: str) -> float:
     return value
 
 
+def _populations(rng, n_cells, n_variants, n_clones, healthy_fraction, n_trunk, n_private):
+    """Labels (0 healthy, 1..n_clones) and the somatic genotype VAFs (trunk, then private by clone;
+    other columns 0) shared by the simulators."""
+    p = np.concatenate([[healthy_fraction], np.full(n_clones, (1.0 - healthy_fraction) / n_clones)])
+    labels = rng.choice(n_clones + 1, size=n_cells, p=p / p.sum()).astype(np.int64)
+    af = np.zeros((n_clones + 1, n_variants))
+    af[1:, :n_trunk] = 0.5
+    af[1 + np.arange(n_private) % n_clones, n_trunk + np.arange(n_private)] = 0.5
+    return labels, af
+
+
 def simulate_clones(
     n_cells: int = 2000,
     n_variants: int = 30,
@@ -231,15 +242,8 @@ def simulate_clones(
             f"variants for n_clones={n_clones}; raise n_variants or lower n_germline / trunk_fraction"
         )
     rng = np.random.default_rng(seed)
-
-    # populations
-    p = np.concatenate([[healthy_fraction], np.full(n_clones, (1.0 - healthy_fraction) / n_clones)])
-    labels = rng.choice(n_clones + 1, size=n_cells, p=p / p.sum()).astype(np.int64)
-
-    # variant structure, before the column permutation: [trunk | private by clone | germline | editing]
-    af = np.zeros((n_clones + 1, n_variants))
-    af[1:, :n_trunk] = 0.5
-    af[1 + np.arange(n_private) % n_clones, n_trunk + np.arange(n_private)] = 0.5
+    # populations; variant structure, before the column permutation: [trunk | private by clone | germline | editing]
+    labels, af = _populations(rng, n_cells, n_variants, n_clones, healthy_fraction, n_trunk, n_private)
     af[:, n_somatic:n_somatic + n_germline] = 0.5
     kind = np.array(["somatic"] * n_somatic + ["germline"] * n_germline + ["editing"] * n_editing)
     perm = rng.permutation(n_variants)
@@ -304,3 +308,53 @@ def simulate_clones(
         loh=loh,
         redidb=redidb,
     )
+
+
+class SparseCloneSimulation(NamedTuple):
+    """:func:`simulate_clones_sparse`: counts as scipy CSR matrices (cells × variants)."""
+
+    alt: object  # scipy.sparse.csr_matrix int64 ALT reads
+    depth: object  # scipy.sparse.csr_matrix int64 REF + ALT reads
+    labels: np.ndarray  # (n_cells,) int64 population: 0 healthy, 1..n_clones cancer clone
+    clone_af: np.ndarray  # (n_clones + 1, n_variants) float64 true genotype VAF per population
+
+
+def simulate_clones_sparse(n_cells: int = 100_000, n_variants: int = 1000, n_clones: int = 3, *,
+                           density: float = 0.01, mean_depth: float = 3.0, healthy_fraction: float = 0.0,
+                           n_germline: int = 5, trunk_fraction: float = 0.3, allelic_dropout: float = 0.2,
+                           error_rate: float = 0.01, seed: int = 0) -> SparseCloneSimulation:
+    """Large, sparsely covered allele counts, built as sparse matrices (never cells × variants dense).
+
+    The populations, variant structure (trunk / private / germline), allelic dropout and read
+    errors are those of :func:`simulate_clones`; the coverage is simpler: each cell × variant entry
+    is covered with probability ``density`` (positions drawn uniformly; a repeated position is kept
+    once, so the realised density is a hair lower), with depth ``1 + Poisson(mean_depth − 1)``.
+    Memory O(nnz)."""
+    import scipy.sparse as sp
+
+    n_cells = check_positive_int(n_cells, "n_cells")
+    n_variants = check_positive_int(n_variants, "n_variants")
+    n_clones = check_positive_int(n_clones, "n_clones")
+    density = _check_fraction(density, "density")
+    if mean_depth < 1:
+        raise ValueError(f"mean_depth must be >= 1 (reads per covered entry), got {mean_depth}")
+    n_somatic = n_variants - n_germline
+    n_trunk = int(round(trunk_fraction * n_somatic)) if n_clones > 1 else n_somatic
+    n_private = n_somatic - n_trunk
+    if n_somatic < 1 or (n_clones > 1 and n_private < n_clones):
+        raise ValueError(f"n_variants={n_variants} is too few for n_germline={n_germline} and n_clones={n_clones}")
+    rng = np.random.default_rng(seed)
+    labels, af = _populations(rng, n_cells, n_variants, n_clones, healthy_fraction, n_trunk, n_private)
+    af[:, n_somatic:] = 0.5
+    af = af[:, rng.permutation(n_variants)]
+    nnz = rng.binomial(n_cells * n_variants, density)
+    lin = np.unique(rng.integers(0, n_cells * n_variants, nnz, dtype=np.int64))
+    rows, cols = lin // n_variants, lin % n_variants
+    depth = 1 + rng.poisson(mean_depth - 1.0, lin.size)
+    a = af[labels[rows], cols]
+    drop = (a == 0.5) & (rng.random(lin.size) < allelic_dropout)
+    a = np.where(drop, rng.integers(0, 2, lin.size).astype(np.float64), a)
+    alt = rng.binomial(depth, a * (1.0 - error_rate) + (1.0 - a) * error_rate)
+    shape = (n_cells, n_variants)
+    return SparseCloneSimulation(sp.csr_matrix((alt.astype(np.int64), (rows, cols)), shape=shape),
+                                 sp.csr_matrix((depth.astype(np.int64), (rows, cols)), shape=shape), labels, af)

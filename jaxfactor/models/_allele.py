@@ -49,6 +49,15 @@ a (Beta)binomial read model follows Vireo/cardelino (Huang et al., Genome Biolog
 McCarthy et al., Nature Methods 17, 2020). Uncovered entries (:math:`\mathrm{DP}_{ij} = 0`)
 contribute 0.
 
+**Sparse counts.** Because an uncovered entry contributes exactly 0 to the ALT likelihood, and
+the coverage is conditioned on when fitting (the ZINB depth term above is used only to simulate,
+``model_coverage=True``; it is not part of the fitted objective), the fitted log-likelihood only
+needs the covered entries. :class:`SparseAlleleCounts` holds them as (cell, variant) index
+arrays sorted by cell, with each distinct (variant, ALT, DP) triple stored once;
+:func:`allele_loglik` evaluates the per-clone term once per triple, copies it to the entries and
+sums over the entries of each cell with a sorted segment sum, so memory and time are
+O(nnz · K), never O(N · J · K), and the result equals the dense one.
+
 Clone membership :math:`z_i \sim \mathrm{Categorical}(\pi)` is marginalised exactly:
 
 .. math::
@@ -77,8 +86,9 @@ from numpyro import handlers
 LIKELIHOODS = ("binomial", "betabinomial")
 GUIDES = ("delta", "normal")
 
-__all__ = ["AlleleSimulation", "GUIDES", "LIKELIHOODS", "allele_entry_loglik", "allele_loglik",
-           "allele_model", "clone_responsibilities", "simulate_alleles"]
+__all__ = ["AlleleSimulation", "GUIDES", "LIKELIHOODS", "SparseAlleleCounts", "allele_entry_loglik", "allele_loglik",
+           "allele_model", "clone_responsibilities", "simulate_alleles", "sparse_allele_counts",
+           "sparse_entries"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -96,8 +106,9 @@ def _log_b(alt, depth, p, likelihood, concentration):
     if likelihood == "binomial":
         return alt * jnp.log(p) + (depth - alt) * jnp.log1p(-p)
     a, b = p * concentration, (1.0 - p) * concentration
-    from jax.scipy.special import betaln
-
+    # log B(x, y) by log-gammas: jax.scipy.special.betaln's gradient came out wrong under jit with a
+    # traced error rate here (jax 0.10.2, XLA:CPU; values right, d/d af off by ~5x)
+    betaln = lambda x, y: gammaln(x) + gammaln(y) - gammaln(x + y)  # noqa: E731
     return betaln(alt + a, depth - alt + b) - betaln(a, b)
 
 
@@ -123,6 +134,141 @@ def allele_entry_loglik(alt, depth, af, dropout, error, *, likelihood="binomial"
     ])
     ll = logsumexp(comps, axis=0) + (_log_comb(alt, depth) if normalised else 0.0)
     return jnp.where(depth > 0, ll, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# sparse counts: covered entries only
+# ----------------------------------------------------------------------------------------------
+
+@jax.tree_util.register_pytree_node_class
+class SparseAlleleCounts:
+    """Covered entries (``DP > 0``) of a cells x variants ALT/DP pair, sorted by cell, with the
+    distinct (variant, ALT, DP) triples stored once.
+
+    Entry ``e`` is cell ``rows[e]`` and triple ``code[e]``; triple ``u`` is variant ``ucols[u]``
+    with counts ``ualt[u]``, ``udepth[u]``. At single-cell depths most covered entries repeat a
+    few (ALT, DP) pairs per variant, so the per-clone log-likelihoods are computed once per
+    triple (U x K) and only copied to the entries (nnz x K). ``code_order`` / ``code_sorted``
+    sort the entries by triple (the backward pass sums over entries with sorted segment sums).
+    Padding (entries on the last cell pointing at a triple with ``DP = 0``) rounds both sizes up
+    so data of similar size share a compiled programme. ``n_cells`` and ``n_variants`` are static
+    (pytree auxiliary data). Build with :func:`sparse_allele_counts`.
+    """
+
+    _fields = ("rows", "code", "code_order", "code_sorted", "ucols", "ualt", "udepth")
+
+    def __init__(self, rows, code, code_order, code_sorted, ucols, ualt, udepth, n_cells, n_variants):
+        self.rows, self.code, self.code_order, self.code_sorted = rows, code, code_order, code_sorted
+        self.ucols, self.ualt, self.udepth = ucols, ualt, udepth
+        self.n_cells, self.n_variants = int(n_cells), int(n_variants)
+
+    @property
+    def shape(self):
+        return (self.n_cells, self.n_variants)
+
+    @property
+    def nnz(self):
+        return int(self.rows.shape[0])
+
+    def tree_flatten(self):
+        return tuple(getattr(self, f) for f in self._fields), (self.n_cells, self.n_variants)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children, *aux)
+
+
+def _bucket(n: int) -> int:
+    """``n`` rounded up to the next of 2^m, 1.25 * 2^m, 1.5 * 2^m, 1.75 * 2^m (at most 25 % padding)."""
+    if n <= 64:
+        return 64
+    top = 1 << (int(n - 1).bit_length() - 1)
+    for f in (1.0, 1.25, 1.5, 1.75, 2.0):
+        if n <= int(top * f):
+            return int(top * f)
+    return 2 * top
+
+
+def sparse_entries(alt, depth):
+    """The covered entries of ALT/DP (cells x variants; NumPy or scipy sparse), sorted by cell then
+    variant: ``(rows, cols, alt, depth)`` NumPy arrays. Checks that the counts are finite
+    non-negative integers with ``alt <= depth`` (so ``alt == 0`` where ``depth == 0``); never
+    builds a dense matrix from sparse input."""
+    import scipy.sparse as sp
+
+    if alt.shape != depth.shape or len(alt.shape) != 2:
+        raise ValueError(f"alt shape {alt.shape} does not match depth shape {depth.shape} (cells x variants)")
+    J = alt.shape[1]
+    entries = []
+    for x, name in ((alt, "alt"), (depth, "depth")):
+        x = sp.coo_matrix(x) if sp.issparse(x) else sp.coo_matrix(np.asarray(x, np.float64))
+        x.sum_duplicates()
+        v = _check_count_values(np.asarray(x.data, np.float64), name)
+        keep = v > 0
+        entries.append((x.row[keep].astype(np.int64) * J + x.col[keep], v[keep]))
+    (lin_a, va), (lin_d, vd) = entries
+    order = np.argsort(lin_d, kind="stable")
+    lin_d, vd = lin_d[order], vd[order]
+    a = np.zeros_like(vd)
+    if lin_a.size:
+        pos = np.minimum(np.searchsorted(lin_d, lin_a), max(lin_d.size - 1, 0))
+        if lin_d.size == 0 or (lin_d[pos] != lin_a).any():
+            raise ValueError("alt exceeds depth in some entries (ALT reads where depth is 0)")
+        a[pos] = va
+    if (a > vd).any():
+        raise ValueError("alt exceeds depth in some entries")
+    return lin_d // J, lin_d % J, a, vd
+
+
+def sparse_allele_counts(alt, depth, *, pad: bool = True, entries=None) -> SparseAlleleCounts:
+    """:class:`SparseAlleleCounts` from ALT and DP (cells x variants; NumPy or scipy sparse), or
+    from ``entries`` = :func:`sparse_entries`'s output. ``pad`` rounds the entry and triple
+    counts up (:func:`_bucket`)."""
+    N, J = alt.shape
+    rows, cols, a, n = sparse_entries(alt, depth) if entries is None else entries
+    key = np.stack([cols, a.astype(np.int64), n.astype(np.int64)], axis=1)
+    triples, code = np.unique(key, axis=0, return_inverse=True) if len(key) else (np.zeros((0, 3), np.int64),
+                                                                                  np.zeros(0, np.int64))
+    code = np.asarray(code).ravel()
+    nnz, n_u = rows.size, triples.shape[0]
+    size = _bucket(nnz) if pad else max(nnz, 1)
+    u_size = _bucket(n_u + 1) if pad else n_u + 1  # at least one padding triple (DP = 0)
+    ucols, ualt, udepth = (np.zeros(u_size, t) for t in (np.int32, np.float32, np.float32))
+    ucols[:n_u], ualt[:n_u], udepth[:n_u] = triples[:, 0], triples[:, 1], triples[:, 2]
+    r = np.full(size, N - 1, np.int32)
+    c = np.full(size, n_u, np.int32)
+    r[:nnz], c[:nnz] = rows, code
+    order = np.argsort(c, kind="stable").astype(np.int32)
+    return SparseAlleleCounts(*(jnp.asarray(x) for x in (r, c, order, c[order], ucols, ualt, udepth)), N, J)
+
+
+@jax.custom_vjp
+def _expand(per_code, code, code_order, code_sorted):
+    """``per_code[code]`` (entries x K); its transpose sums over the entries of each code with a
+    sorted segment sum (XLA's scatter-add with unsorted indices is several times slower on CPU)."""
+    return per_code[code]
+
+
+def _expand_fwd(per_code, code, code_order, code_sorted):
+    return per_code[code], (code_order, code_sorted, per_code.shape[0])
+
+
+def _expand_bwd(res, g):
+    order, srt, n = res
+    return jax.ops.segment_sum(g[order], srt, num_segments=n, indices_are_sorted=True), None, None, None
+
+
+_expand.defvjp(_expand_fwd, _expand_bwd)
+
+
+def _sparse_loglik(data: SparseAlleleCounts, af, dropout, error, likelihood, concentration, normalised=True):
+    """``out[i, k] = sum_{e: row_e = i} log P(ALT_e | DP_e, z_i = k)`` over the covered entries:
+    :func:`allele_entry_loglik` once per distinct (variant, ALT, DP) triple (U x K), copied to the
+    entries and summed per cell with a sorted segment sum (memory and time O(nnz · K + U · K))."""
+    per_code = allele_entry_loglik(data.ualt[:, None], data.udepth[:, None], af.T[data.ucols], dropout, error,
+                                   likelihood=likelihood, concentration=concentration, normalised=normalised)
+    per_entry = _expand(per_code.astype(af.dtype), data.code, data.code_order, data.code_sorted)
+    return jax.ops.segment_sum(per_entry, data.rows, num_segments=data.n_cells, indices_are_sorted=True)
 
 
 _CHUNK_ENTRIES = 1 << 19  # cells x clones x variants evaluated per chunk (a few MB: stays in cache)
@@ -169,7 +315,13 @@ def allele_loglik(alt, depth, af, dropout, error, *, likelihood="binomial", conc
     once and each block stays in cache (3-4x faster gradients on a CPU than one big array).
     ``normalised=False`` leaves out the data constant ``sum_j log C(DP_ij, ALT_ij)`` (SVI adds it
     back once instead of recomputing it every step).
+
+    ``alt`` may instead be a :class:`SparseAlleleCounts` (``depth`` then ``None``): only the
+    covered entries are evaluated (:func:`_sparse_loglik`), with the same result.
     """
+    if isinstance(alt, SparseAlleleCounts):
+        af = jnp.asarray(af, jnp.result_type(jnp.asarray(af).dtype, jnp.float32))
+        return _sparse_loglik(alt, af, dropout, error, likelihood, concentration, normalised)
     alt, depth = jnp.asarray(alt), jnp.asarray(depth)
     dtype = jnp.result_type(alt.dtype, jnp.asarray(af).dtype, jnp.float32)
     alt, depth, af = alt.astype(dtype), depth.astype(dtype), jnp.asarray(af, dtype)
@@ -252,12 +404,20 @@ def allele_model(alt=None, depth=None, *, n_cells, n_variants, n_clones, germlin
         phi = numpyro.sample("dispersion", dist.Gamma(*dispersion_prior))
         with cells, variants:
             depth = numpyro.sample("depth", dist.ZeroInflatedNegativeBinomial2(s * mu, phi, gate=gate), obs=depth)
-    elif depth is None:
+    elif depth is None and not isinstance(alt, SparseAlleleCounts):
         raise ValueError("depth is required unless model_coverage=True")
 
     if alt is not None:
         if subsample_size is not None and model_coverage:
             raise ValueError("subsample_size needs model_coverage=False (depth conditioned on)")
+        if isinstance(alt, SparseAlleleCounts):
+            if subsample_size is not None or model_coverage:
+                raise ValueError("sparse counts (SparseAlleleCounts) need subsample_size=None and model_coverage=False")
+            with numpyro.plate("cells", N, dim=-2):
+                _, marginal = clone_responsibilities(alt, None, af, pi, delta, eps, likelihood=likelihood,
+                                                     concentration=kappa, normalised=normalised)
+                numpyro.factor("alt_marginal", marginal[:, None])
+            return
         with numpyro.plate("cells", N, subsample_size=subsample_size, dim=-2) as idx:
             a, d = (alt, depth) if subsample_size is None else (jnp.asarray(alt)[idx], jnp.asarray(depth)[idx])
             _, marginal = clone_responsibilities(a, d, af, pi, delta, eps, likelihood=likelihood, concentration=kappa,
@@ -359,6 +519,11 @@ def _as_counts(x, name):
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (cells x variants) array, got {x.ndim}-D")
+    return _check_count_values(x, name)
+
+
+def _check_count_values(x, name):
+    """``x`` (any shape, float64) if it holds finite non-negative integers, else ``ValueError``."""
     if np.isnan(x).any():
         raise ValueError(f"{name} contains NaN")
     if not np.isfinite(x).all():
