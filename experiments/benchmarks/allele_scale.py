@@ -187,4 +187,4 @@ if "b" not in skip:
         print(f"    vireoSNP VB       : {tv:7.1f} s, ARI {adjusted_rand_index(lab, big.labels):.3f}; vireo / allele time "
               f"{tv / ref:.2f}× (allele {'compiled' if t_warm is not None else 'with compile'}); peak RSS now "
               f"{peak_rss_gb():.2f} GB")
-print(f"\n{load()} at the end")
+print(f"\n{load()} at the end" + ("; --quick: small sizes, the target lines do not apply" if args.quick else ""))
