@@ -169,3 +169,16 @@ def test_bad_inputs_raise_one_line_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match) as err:
         fit_binomial_mixture(**kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_sparse_input_is_never_modified():
+    """The fit compacts explicit zeros of its own copies: the caller's CSR arrays stay as they were
+    (an in-place eliminate_zeros once left the caller's indptr pointing outside its matrix)."""
+    rng = np.random.default_rng(0)
+    d = rng.poisson(0.5, (60, 12))
+    A, D = sp.csr_matrix(rng.binomial(d, 0.3)), sp.csr_matrix(d)
+    A.data[:5] = 0  # explicit zeros
+    before = [x.copy() for x in (A.data, A.indices, A.indptr, D.data, D.indices, D.indptr)]
+    fit_binomial_mixture(A, D, 2, n_init=1, max_iter=5, tol=0.0)
+    for x, y in zip(before, (A.data, A.indices, A.indptr, D.data, D.indices, D.indptr)):
+        np.testing.assert_array_equal(x, y)

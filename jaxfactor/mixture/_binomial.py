@@ -419,7 +419,7 @@ def _check_alt_ref(alt, depth):
     if alt.shape != depth.shape:
         raise ValueError(f"alt has shape {alt.shape} but depth has shape {depth.shape}; both must be cells x variants of the same size")
     if sp.issparse(alt) or sp.issparse(depth):
-        alt, depth = sp.csr_matrix(alt), sp.csr_matrix(depth)
+        alt, depth = sp.csr_matrix(alt, copy=True), sp.csr_matrix(depth)  # copies: the caller's arrays stay as they are
         ref = (depth - alt).tocsr()
         ref.eliminate_zeros()
         alt.eliminate_zeros()
@@ -718,7 +718,7 @@ def fit_binomial_mixture_anndata(
     else:
         out = adata.copy()
     if sp.issparse(ref) or sp.issparse(alt):
-        ref, alt = sp.csr_matrix(ref), sp.csr_matrix(alt)
+        ref, alt = sp.csr_matrix(ref, copy=True), sp.csr_matrix(alt, copy=True)  # never compact the user's layers in place
         ref.eliminate_zeros()
         alt.eliminate_zeros()
     unknown = set(kwargs) - set(inspect.signature(fit_binomial_mixture).parameters) - {"alt", "depth", "n_components"}
