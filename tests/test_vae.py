@@ -336,13 +336,15 @@ def test_vae_demo_config(tmp_path, capsys):
     from jaxfactor.runner import main
 
     out = tmp_path / "o"
+    # three lr points on 300 x 40 counts, n_hidden 32, batch 32: the vmapped epoch of
+    # test_grid_trains_points_side_by_side_each_equal_to_its_own_fit (one compiled program for both)
     sets = ["data.n_cells=300", "data.n_genes=40", "model.n_hidden=32", "fit.max_iter=4", "model.batch_size=32",
-            "model.n_importance=5", "sweep.n_components=[3]", "sweep.lr=[0.001, 0.003]"]
+            "model.n_importance=5", "sweep.n_components=[3]", "sweep.lr=[0.001, 0.003, 0.01]"]
     code = main(["run", str(REPO / "experiments" / "vae_demo.toml"), "--out", str(out), *sum((["--set", s] for s in sets), [])])
     assert code == 0, capsys.readouterr().err
     assert "chosen by heldout_neg_elbo" in capsys.readouterr().out
     rows = json.loads((out / "metrics.json").read_text())["points"]  # the lr points trained side by side (one group)
-    assert [r["lr"] for r in rows] == [0.001, 0.003] and all(np.isfinite(r["heldout_neg_elbo"]) for r in rows)
+    assert [r["lr"] for r in rows] == [0.001, 0.003, 0.01] and all(np.isfinite(r["heldout_neg_elbo"]) for r in rows)
     res = anndata.read_h5ad(out / "result.h5ad")
     assert res.obsm["X_vae"].shape == (300, 3) and "vae" in res.uns
     metrics = json.loads((out / "metrics.json").read_text())["points"][0]
@@ -357,8 +359,9 @@ def test_vae_h5ad_config_reads_a_layer_and_labels(tmp_path, capsys, sim):
     adata = sim.to_anndata()
     adata.X = adata.X.multiply(0.5).tocsr()  # X is not counts: the layer must be used
     adata.write_h5ad(tmp_path / "c.h5ad")
+    # the trained fixture's network, batch size and (no) early stopping: its compiled epoch
     sets = ["data.path=" + str(tmp_path / "c.h5ad"), "data.layer=counts", "data.label_key=cell_type", "model.n_components=3",
-            "model.n_hidden=32", "fit.max_iter=3", "model.batch_size=32", "run.figures=false"]
+            "model.n_hidden=32", "fit.max_iter=3", "model.batch_size=32", "model.early_stopping=false", "run.figures=false"]
     code = main(["run", str(REPO / "experiments" / "vae_h5ad.toml"), "--out", str(tmp_path / "o"),
                  *sum((["--set", s] for s in sets), [])])
     assert code == 0, capsys.readouterr().err
