@@ -47,7 +47,7 @@ product of the R factors, ``W ← Q_W U S^½ (ε_α/ε_W)^¼``, ``α ← (ε_W/�
 unchanged, WᵀW and ααᵀ are diagonal and ε_W‖W‖² = ε_α‖α‖²: the factorisation of W α with the
 smallest penalty, so this step never lowers PLL either.
 
-Initialisation: ``_zinb_init`` (zinbwave's ``zinbInitialize``, simplified).
+Initialisation: ``_zinb_init`` (zinbwave's ``zinbInitialize``, batched).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.scipy.special import gammaln
 
 from ._zinb_lik import log_prob_fast, partial_log_prob, score_fisher, zeta_derivatives, zinb_log_prob
 
@@ -292,14 +293,21 @@ def _newton_rows(x, pen, preds, B_mu, B_pi, i_mu, i_pi, Y, zeta, zi, axis, n_ste
     p_mu, p_pi = len(i_mu), len(i_pi)
     eye = jnp.eye(Q, dtype=x.dtype)
 
-    def row_f(xr):
-        a, b = preds(xr)
-        return _row_sum(partial_log_prob(Y, a, b, zeta, zi), axis) - 0.5 * jnp.sum(pen * xr * xr, axis=1)
-
     def one(_, xr):
         a, b = preds(xr)
         f, g_a, g_b, I_aa, I_ab, I_bb = score_fisher(Y, a, b, zeta, zi)
-        f0 = _row_sum(f, axis) - 0.5 * jnp.sum(pen * xr * xr, axis=1)
+        # the line search compares gains, Σ entries (f_new − f) − ½ Σ pen (x_new² − x²), each
+        # entry's difference taken before the sum: a row's sum of f can be 10⁴ times its gain
+        # and more (y (a − s) grows like y log θ for large counts), and comparing two such sums
+        # in float32 (or the ``tiny`` threshold scaled by their size) would freeze the row long
+        # before its optimum. The rounding of the gains is that of the entries, √Σ f² · eps.
+        pen_x = 0.5 * jnp.sum(pen * xr * xr, axis=1)
+        tiny = 16.0 * jnp.finfo(x.dtype).eps * (jnp.sqrt(_row_sum(f * f, axis)) + pen_x)
+
+        def row_gain(xt):
+            at, bt = preds(xt)
+            return _row_sum(partial_log_prob(Y, at, bt, zeta, zi) - f, axis) - (0.5 * jnp.sum(pen * xt * xt, axis=1) - pen_x)
+
         G = jnp.zeros((R, Q), x.dtype).at[:, i_mu].add(jnp.einsum(c_in, g_a, B_mu))
         H = jnp.zeros((R, Q, Q), x.dtype)
         H = H.at[:, i_mu[:, None], i_mu[None, :]].add(jnp.einsum(c_in, I_aa, BB_mu).reshape(R, p_mu, p_mu))
@@ -317,7 +325,7 @@ def _newton_rows(x, pen, preds, B_mu, B_pi, i_mu, i_pi, Y, zeta, zi, axis, n_ste
         fallback = G / (diag + damp[:, None])
         step = jnp.where(jnp.all(jnp.isfinite(step), axis=1, keepdims=True), step, fallback)
         step = jnp.clip(step, -10.0, 10.0)
-        return _line_search(xr, step, f0, row_f, max_halvings, jnp.sum(G * step, axis=1))[0]
+        return _line_search(xr, step, jnp.zeros((R,), x.dtype), row_gain, max_halvings, jnp.sum(G * step, axis=1), tiny)[0]
 
     return lax.fori_loop(0, n_steps, one, x)
 
@@ -383,7 +391,7 @@ def _cell_block(st, d, hp, zi, n_steps, max_halvings):
     return st
 
 
-def _zeta_newton(d, a, b, zi, base, v, c, kappa, lo, hi, pooled, max_iter, max_halvings, tol):
+def _zeta_newton(d, a, b, zi, base, v, c, kappa, lo, hi, pooled, max_iter, max_halvings, tol, log_yfact=0.0):
     """Safeguarded Newton iterations on v (J,), where ζ = base + v, maximising per row
     ``ll_j(ζ_j) − κ/2 (ζ_j − c)²`` (``pooled=False``: every gene on its own) or the sum of
     ``ll_j`` over genes for one shared v (``pooled=True``: v is the same for every gene; κ must
@@ -395,14 +403,20 @@ def _zeta_newton(d, a, b, zi, base, v, c, kappa, lo, hi, pooled, max_iter, max_h
     log-likelihood is flat in ζ (an exponential tail on which Newton in ζ moves by about 1 per
     iteration) but smooth in φ = 1/θ = e^{−ζ}: there the step is Newton's in φ (for a pooled
     row, in the common scale e^{−v} of every φ_j), and when the φ-model has no interior
-    maximum it goes to the top of the bracket (at first ``hi``)."""
+    maximum it goes to the top of the bracket (at first ``hi``).
+
+    ``log_yfact`` (log y!, entrywise) is subtracted from every entry before the sums: without it
+    the values compared are lgamma(y + θ) − lgamma(θ) − … ≈ log y! for large counts, so a
+    gene's sum can be 10⁴ times its log-likelihood and its float32 rounding (and the line
+    search's threshold ``tiny``, proportional to it) swallows real gains in ζ: the dispersion
+    step then stops moving far from its optimum."""
     J = v.shape[0]
     reduce = (lambda x: jnp.broadcast_to(jnp.sum(x), (J,))) if pooled else (lambda x: x)
     lowest = (lambda x: jnp.broadcast_to(jnp.min(x), (J,))) if pooled else (lambda x: x)
 
     def gene_f(vv):
         z = base + vv
-        return jnp.sum(log_prob_fast(d.Y, a, b, z[None, :], zi), axis=0) - 0.5 * kappa * (z - c) ** 2
+        return jnp.sum(log_prob_fast(d.Y, a, b, z[None, :], zi) - log_yfact, axis=0) - 0.5 * kappa * (z - c) ** 2
 
     def cond(carry):
         return (carry[0] < max_iter) & (carry[2] > tol)
@@ -411,7 +425,7 @@ def _zeta_newton(d, a, b, zi, base, v, c, kappa, lo, hi, pooled, max_iter, max_h
         k, v, _, blo, bhi = carry
         z = base + v
         ll, g, h = zeta_derivatives(d.Y, a, b, z[None, :], zi)
-        f_genes = jnp.sum(ll, axis=0) - 0.5 * kappa * (z - c) ** 2
+        f_genes = jnp.sum(ll - log_yfact, axis=0) - 0.5 * kappa * (z - c) ** 2
         if pooled:  # compare gains, Σ_j (f_j(new) − f_j(v)): their rounding is that of the genes' values
             f0 = jnp.zeros((J,), v.dtype)  # not of their sum, J times larger
             tiny = 16.0 * jnp.finfo(v.dtype).eps * jnp.sqrt(jnp.sum(f_genes ** 2))
@@ -470,7 +484,8 @@ def _dispersion(st, d, hp, zi, common, max_iter, max_halvings, tol=1e-3):
     lo, hi = ZETA_RANGE
     full = lambda x: jnp.full((J,), x, st.zeta.dtype)
     zero = jnp.zeros((), st.zeta.dtype)
-    solve = partial(_zeta_newton, d, a, b, zi, max_iter=max_iter, max_halvings=max_halvings, tol=tol)
+    solve = partial(_zeta_newton, d, a, b, zi, max_iter=max_iter, max_halvings=max_halvings, tol=tol,
+                    log_yfact=gammaln(d.Y + 1.0))
     if common or J < 2:
         z = solve(zero, st.zeta, zero, 0.0, full(lo), full(hi), pooled=common)
         return st._replace(zeta=z)

@@ -1,47 +1,120 @@
 """ZINB-WaVE initialisation, after zinbwave's ``zinbInitialize`` (Risso et al., Nat. Commun.
-9:284, 2018, Methods), simplified:
+9:284, 2018, Methods; R/zinb_fit.R of the Bioconductor package), batched:
 
-1. ridge regressions of L = log1p(Y) − O_μ on X (per gene, β_μ) and V (per cell, γ_μ),
-   alternating, with the μ-side penalties;
-2. a rank-K truncated SVD of the residual L − Xβ_μ − (Vγ_μ)ᵀ (randomised range finder), its
-   singular values soft-thresholded by √(ε_W ε_α) (the nuclear-norm form of the W/α penalty), split
-   into W and α_μ by the same balancing as the orthogonalisation; then β_μ, γ_μ again;
-3. a common dispersion by the method of moments, E(y − μ)² = μ + μ²/θ over all entries;
-4. π_j from the excess of zeros over the fitted negative binomial's, clipped to [0.01, 0.9], its
-   logit regressed on X and V with the π-side penalties; α_π = 0.
+1. the non-zero counts are modelled as log-normal: L = log Y − O_μ on the entries Y > 0 (the
+   zeros are missing), fitted by ridge regressions on X (per gene, β_μ) and V (per cell, γ_μ),
+   alternated twice, each a small weighted least-squares system per row, solved all at once
+   (zinbwave fits V first; where a cell covariate in X is absorbable by the per-cell intercept
+   of V, X first starts its effect on the covariate, as the fits of earlier versions did);
+2. W and α_μ: a rank-K soft-thresholded SVD of the residual with the zeros still missing
+   (``softImpute``: fill the missing entries with the current low-rank fit, SVD, shrink the
+   singular values by √(ε_W ε_α) (the nuclear-norm form of the W/α penalty), repeat), split
+   into W and α_μ by the balancing of the orthogonalisation;
+3. every zero is taken for a dropout: ridge logistic regressions of the zero indicator on V (per
+   cell, γ_π) and on [X W] (per gene, β_π and α_π), alternated twice, by Newton's method;
+4. ζ = 0 (θ = 1); the first outer iteration starts with the dispersion step.
 
-zinbwave fits log1p counts on the positive entries only and a logistic regression of the zero
-indicator; this version needs no masks and no iterations beyond three ridge sweeps, and the
-Fisher-scoring blocks take over from there.
+Without zero inflation (zinbwave's ``nbInitialize``) step 1 uses log1p(Y) − O_μ on every entry,
+step 2 is the plain soft-thresholded SVD and step 3 is skipped.
+
+Why this start and not a cheaper one: the ZINB likelihood of a gene has separate basins in which
+its zeros are explained either by π or by a small dispersion θ. A start that fits log1p of every
+count (zeros included) under-estimates μ, so the NB explains the zeros, the first dispersion step
+drives θ towards 0 and π towards 0, and the fit settles in the second basin — on simulated
+counts with 30–60 % dropouts its penalised log-likelihood ended ~1 % below zinbwave's. Modelling
+the positive counts and the zeros apart, as zinbwave does, starts every gene in the first.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
-from ._nmf_init import randomized_svd
 from ._zinb import ZINBData, ZINBHparams, ZINBState, _offsets, designs, orthogonalize
 
-
-def _ridge_projector(Z, eps):
-    """(ZᵀZ + diag eps)⁻¹ Zᵀ, or an empty matrix when Z has no column. An all-zero column (a
-    covariate the side does not use, or given as zeros) gets a zero row: 1 is added to its
-    diagonal, so an unpenalised zero column does not make the system singular."""
-    if Z.shape[1] == 0:
-        return jnp.zeros((0, Z.shape[0]), Z.dtype)
-    unused = jnp.all(Z == 0, axis=0).astype(Z.dtype)
-    return jnp.linalg.solve(Z.T @ Z + jnp.diag(eps + unused), Z.T)
+NB_REPEAT = 2  # alternations of the cell- and gene-wise regressions (zinbwave's nb.repeat)
+LOGIT_STEPS = 4  # Newton steps per logistic regression and alternation
+IMPUTE_ITER, IMPUTE_TOL = 100, 1e-5  # softImpute's maxit (zinbInitialize's it.max) and thresh
+_STEP_CLIP = 10.0
 
 
-def _two_way_ridge(T, X, V, Px, Pv, sweeps=3):
-    """Alternating ridge fits of T (n, J) ≈ X β + (V γ)ᵀ."""
-    beta = Px @ T
-    gamma = Pv @ (T - X @ beta).T
-    for _ in range(sweeps - 1):
-        beta = Px @ (T - (V @ gamma).T)
-        gamma = Pv @ (T - X @ beta).T
-    return beta, gamma
+def _unused(B):
+    """1 for an all-zero design column (a covariate a side does not use), else 0: added to the
+    diagonal, it keeps the system regular and the coefficient at 0."""
+    return jnp.all(B == 0, axis=0).astype(B.dtype)
+
+
+def _gram(Wt, B):
+    """(R, p, p): Σ_e Wt[e, r] B[e]ᵀ B[e] for every column r, as one matrix product."""
+    E, p = B.shape
+    return (Wt.T @ (B[:, :, None] * B[:, None, :]).reshape(E, p * p)).reshape(-1, p, p)
+
+
+def _weighted_ridge(T, Wt, B, eps):
+    """x (p, R): for every column r of T (E, R), argmin Σ_e Wt[e, r] (T[e, r] − B[e] x_r)² + Σ eps x_r²
+    (Wt = 0 marks a missing entry). One p × p system per column."""
+    if B.shape[1] == 0:
+        return jnp.zeros((0, T.shape[1]), T.dtype)
+    G = _gram(Wt, B) + jnp.diag(eps + _unused(B))
+    rhs = jnp.einsum("er,ep->rp", Wt * T, B)
+    return jnp.linalg.solve(G, rhs[..., None])[..., 0].T
+
+
+def _logistic_rows(Zr, off, B, eps, x, n_steps):
+    """``n_steps`` Newton steps, from x (p, R), of the ridge logistic regressions of every column
+    r of Zr (E, R) on B (E, p) with offset ``off`` (E, R): maximise Σ_e [z η − log(1 + e^η)] −
+    ½ Σ eps x², η = B x_r + off. Steps are clipped to ±10 per coordinate (a column without
+    zeros, or without non-zeros, has its maximum at infinity)."""
+    if B.shape[1] == 0:
+        return x
+    reg = jnp.diag(eps + _unused(B))
+
+    def step(_, x):
+        p = jax.nn.sigmoid(B @ x + off)
+        H = _gram(p * (1.0 - p), B) + reg
+        g = (B.T @ (Zr - p)).T - eps * x.T
+        dx = jnp.linalg.solve(H, g[..., None])[..., 0]
+        return x + jnp.clip(dx, -_STEP_CLIP, _STEP_CLIP).T
+
+    return lax.fori_loop(0, n_steps, step, x)
+
+
+def _soft_impute(key, D, P, K: int, lam):
+    """Rank-K soft-thresholded SVD of D (n, J) with the entries where P = 0 missing: (U s, Vt).
+
+    Each iteration fills the missing entries with the current fit, takes one step of subspace
+    iteration of width K + 5 on the filled matrix (warm-started, so the subspace converges with
+    the imputation) and shrinks the leading K singular values by ``lam`` — or by half the K-th
+    when that is smaller (zinbwave halves λ until K singular values survive). Stops when the
+    fit's relative change is below ``IMPUTE_TOL``."""
+    n, J = D.shape
+    r = min(K + 5, n, J)
+    dt = D.dtype
+    V0, _ = jnp.linalg.qr(jax.random.normal(key, (J, r), dt))
+
+    def fit(M, V):
+        Zf = jnp.where(P > 0, D, M)
+        Q, _ = jnp.linalg.qr(Zf @ V)
+        Ub, s, Vt = jnp.linalg.svd(Q.T @ Zf, full_matrices=False)
+        shrink = jnp.minimum(lam, 0.5 * s[K - 1])
+        sK = jnp.maximum(s[:K] - shrink, 0.0)
+        U = Q @ Ub[:, :K]
+        return (U * sK) @ Vt[:K], Vt.T, U * sK, Vt[:K]
+
+    def cond(c):
+        return (c[0] < IMPUTE_ITER) & (c[1] > IMPUTE_TOL)
+
+    def body(c):
+        k, _, M, V, _, _ = c
+        M2, V2, Us, Vt = fit(M, V)
+        change = jnp.sum((M2 - M) ** 2) / jnp.maximum(jnp.sum(M2 ** 2), jnp.finfo(dt).tiny)
+        return k + 1, change, M2, V2, Us, Vt
+
+    init = (jnp.zeros((), jnp.int32), jnp.asarray(jnp.inf, dt), jnp.zeros_like(D), V0,
+            jnp.zeros((n, K), dt), jnp.zeros((K, J), dt))
+    out = lax.while_loop(cond, body, init)
+    return out[4], out[5]
 
 
 def make_init(K: int, zi: bool):
@@ -53,32 +126,39 @@ def make_init(K: int, zi: bool):
         dt = Y.dtype
         n, J = Y.shape
         o_mu, o_pi = _offsets(d)
-        Lg = jnp.log1p(Y) - o_mu
-        Px, Pv = _ridge_projector(X, hp.eps_beta_mu), _ridge_projector(V, hp.eps_gamma_mu)
-        beta_mu, gamma_mu = _two_way_ridge(Lg, X, V, Px, Pv)
+        o_mu = jnp.broadcast_to(o_mu, (n, J))
+        if zi:  # log-normal on the positive counts, the zeros missing
+            P = (Y > 0).astype(dt)
+            Lg = jnp.where(Y > 0, jnp.log(jnp.maximum(Y, 1.0)), 0.0) - o_mu
+        else:
+            P = jnp.ones_like(Y)
+            Lg = jnp.log1p(Y) - o_mu
+        beta_mu = jnp.zeros((X.shape[1], J), dt)
+        gamma_mu = jnp.zeros((V.shape[1], n), dt)
+        for _ in range(NB_REPEAT):
+            beta_mu = _weighted_ridge(Lg - (V @ gamma_mu).T, P, X, hp.eps_beta_mu)
+            gamma_mu = _weighted_ridge((Lg - X @ beta_mu).T, P.T, V, hp.eps_gamma_mu)
         W = jnp.zeros((n, K), dt)
         alpha_mu = jnp.zeros((K, J), dt)
         if K:
             D = Lg - X @ beta_mu - (V @ gamma_mu).T
-            U, s, Vt = randomized_svd(key, D, K)
-            s = jnp.maximum(s - jnp.sqrt(hp.eps_W * hp.eps_alpha), 0.0)
-            W, alpha_mu = orthogonalize(U * s, Vt, hp.eps_W, hp.eps_alpha)
-            beta_mu, gamma_mu = _two_way_ridge(Lg - W @ alpha_mu, X, V, Px, Pv)
-        log_mu = X @ beta_mu + (V @ gamma_mu).T + W @ alpha_mu + o_mu
-        mu = jnp.exp(log_mu)
-        # moments: E(y − μ)² = μ + μ²/θ, common over all entries
-        phi = jnp.sum((Y - mu) ** 2 - mu) / jnp.sum(mu * mu)
-        zeta0 = jnp.clip(-jnp.log(jnp.clip(phi, 1e-2, 1e2)), -2.0, 4.0)
-        zeta = jnp.full((J,), zeta0, dt)
-        beta_pi = jnp.zeros_like(beta_mu)
-        gamma_pi = jnp.zeros_like(gamma_mu)
-        if zi:
-            f0 = jnp.exp(-jnp.exp(zeta0) * jax.nn.softplus(log_mu - zeta0))
-            p_nb, p_obs = jnp.mean(f0, axis=0), jnp.mean(Y <= 0, axis=0)
-            pi = jnp.clip((p_obs - p_nb) / jnp.maximum(1.0 - p_nb, 1e-3), 0.01, 0.9)
-            T = jnp.broadcast_to(jnp.log(pi) - jnp.log1p(-pi), (n, J)) - o_pi
-            Px, Pv = _ridge_projector(X_pi, hp.eps_beta_pi), _ridge_projector(V_pi, hp.eps_gamma_pi)
-            beta_pi, gamma_pi = _two_way_ridge(T, X_pi, V_pi, Px, Pv, sweeps=2)
-        return ZINBState(beta_mu, beta_pi, gamma_mu, gamma_pi, W, alpha_mu, jnp.zeros((K, J), dt), zeta)
+            Us, Vt = _soft_impute(key, D, P, K, jnp.sqrt(hp.eps_W * hp.eps_alpha))
+            W, alpha_mu = orthogonalize(Us, Vt, hp.eps_W, hp.eps_alpha)
+        beta_pi = jnp.zeros((X_pi.shape[1], J), dt)
+        gamma_pi = jnp.zeros((V_pi.shape[1], n), dt)
+        alpha_pi = jnp.zeros((K, J), dt)
+        if zi:  # every zero a dropout: logistic regressions of the zero indicator
+            Zr = 1.0 - P
+            o_pi = jnp.broadcast_to(o_pi, (n, J))
+            XW = jnp.concatenate([X_pi, W], axis=1)
+            eps_gene = jnp.concatenate([hp.eps_beta_pi, jnp.full((K,), hp.eps_alpha, dt)])
+            coef = jnp.concatenate([beta_pi, alpha_pi], axis=0)
+            for _ in range(NB_REPEAT):
+                gamma_pi = _logistic_rows(Zr.T, (XW @ coef + o_pi).T, V_pi, hp.eps_gamma_pi, gamma_pi, LOGIT_STEPS)
+                coef = _logistic_rows(Zr, (V_pi @ gamma_pi).T + o_pi, XW, eps_gene, coef, LOGIT_STEPS)
+            M = X_pi.shape[1]
+            beta_pi, alpha_pi = coef[:M], coef[M:]
+        zeta = jnp.zeros((J,), dt)
+        return ZINBState(beta_mu, beta_pi, gamma_mu, gamma_pi, W, alpha_mu, alpha_pi, zeta)
 
     return init

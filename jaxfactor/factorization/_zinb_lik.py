@@ -57,6 +57,15 @@ def _nb_core(a, zeta):
     return theta, jnp.exp(a), s, omp, -theta * s, p
 
 
+def _y_log_p(y, a, zeta):
+    """y log p, p = μ/(μ + θ) = σ(a − ζ), as y (min(x, 0) − log1p(e^{−|x|})), x = a − ζ: the
+    y (a − s) of the log-pmf without its y ζ (a term of y and θ only). For large counts y (a − s)
+    is about y ζ plus a part of order θ; in float32 its rounding (ulp of y ζ: ~2 at y = 10⁷)
+    would drown the part the block updates compare."""
+    x = a - zeta
+    return y * (jnp.minimum(x, 0.0) - jnp.log1p(jnp.exp(-jnp.abs(x))))
+
+
 def _zi_core(b, l0):
     """(softplus(b), π, 1 − π, q = σ(b − l0), 1 − q, logaddexp(b, l0)) from exp(−|b|) and
     exp(−|b − l0|): two exp and two log1p per entry, no overflow for any b or l0."""
@@ -88,10 +97,11 @@ def zinb_log_prob(y, log_mu, logit_pi, log_theta, zero_inflation: bool = True, *
 
 
 def partial_log_prob(y, a, b, zeta, zero_inflation: bool):
-    """``zinb_log_prob`` without the terms that depend on y and θ only (D(y, θ) and log y!):
-    the quantity the gene- and cell-wise line searches compare (θ fixed there)."""
-    _, _, s, _, l0, _ = _nb_core(a, zeta)
-    f = y * (a - s) + l0
+    """``zinb_log_prob`` without the terms that depend on y and θ only (D(y, θ) + y ζ =
+    lgamma(y + θ) − lgamma(θ), and log y!): y log p − θ s (+ the zero-inflation terms), the
+    quantity the gene- and cell-wise line searches compare (θ fixed there)."""
+    _, _, _, _, l0, _ = _nb_core(a, zeta)
+    f = _y_log_p(y, a, zeta) + l0
     if not zero_inflation:
         return f
     sp, _, _, _, _, lse0 = _zi_core(b, l0)
@@ -110,13 +120,13 @@ def log_prob_fast(y, a, b, zeta, zero_inflation: bool):
 
 
 def score_fisher(y, a, b, zeta, zero_inflation: bool):
-    """Per entry: ``(f, g_a, g_b, I_aa, I_ab, I_bb)`` — the partial log-probability, the score
+    """Per entry: ``(f, g_a, g_b, I_aa, I_ab, I_bb)`` — ``partial_log_prob``, the score
     in (a, b) and the Fisher information (module docstring). Without zero inflation the π
     entries are ``None``. The shared intermediates pass an optimisation barrier so that XLA
     computes them once instead of once per output."""
     theta, mu, s, omp, l0, _ = _nb_core(a, zeta)
     muo = mu * omp  # μ (1 − p)
-    f = y * (a - s) + l0
+    f = _y_log_p(y, a, zeta) + l0  # as partial_log_prob
     g_nb = omp * (y - mu)
     if not zero_inflation:
         return f, g_nb, None, muo, None, None
