@@ -38,3 +38,25 @@ def timed(fn, repeats: int):
         out = fn()
         times.append(time.perf_counter() - t0)
     return first, float(np.median(times)), out
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages, for printing before a timing."""
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def r_package_version(rscript: str, package: str, env: dict | None = None, timeout: float = 120.0) -> str | None:
+    """The installed version of R ``package`` as ``rscript`` sees it, or None when ``rscript`` is
+    missing or cannot load the package (a benchmark then says so and prints no ratio)."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which(rscript)
+    if exe is None:
+        return None
+    code = f'suppressPackageStartupMessages(library({package})); cat(as.character(packageVersion("{package}")))'
+    try:
+        out = subprocess.run([exe, "-e", code], capture_output=True, text=True, env=env, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
