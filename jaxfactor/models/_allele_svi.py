@@ -288,7 +288,7 @@ def _as_inputs(alt, depth, sparse):
             alt = alt.toarray() if sp.issparse(alt) else alt
             depth = depth.toarray() if sp.issparse(depth) else depth
         alt, depth = _check_data(alt, depth)
-        return alt, depth, (jnp.asarray(alt, jnp.float32), jnp.asarray(depth, jnp.float32))
+        return alt, depth, (np.asarray(alt, np.float32), np.asarray(depth, np.float32))  # on the device later
     entries = sparse_entries(alt, depth)
     rows, cols, a, d = entries
     counts = sparse_allele_counts(alt, depth, entries=entries)
@@ -306,6 +306,10 @@ def _fit_lrs(alt, depth, n_clones, lrs, *, max_iter=2000, guide="delta", seed=0,
         import scipy.sparse as sp
 
         sparse = "auto" if sp.issparse(alt) or sp.issparse(depth) else False  # minibatches: the dense path
+    if len(alt.shape) == 2 and min(alt.shape) > 0:  # the rank is refused before the data are converted
+        _check_sizes(*alt.shape, n_clones)
+        if n_clones > alt.shape[0]:
+            raise ValueError(f"n_clones={n_clones} exceeds the number of cells ({alt.shape[0]}); use fewer clones")
     alt, depth, model_data = _as_inputs(alt, depth, sparse)
     is_sparse = isinstance(model_data[0], SparseAlleleCounts)
     N, J = alt.shape
@@ -347,7 +351,7 @@ def _fit_lrs(alt, depth, n_clones, lrs, *, max_iter=2000, guide="delta", seed=0,
     restart_steps = min(-(-restart_steps // chunk) * chunk, num_steps) if n_restarts > 1 else 0
     nnz = (model_data[0].nnz, int(model_data[0].ucols.shape[0])) if is_sparse else None
     svi, start, advance = _engine(N, J, int(n_clones), likelihood, guide, batch_size, chunk, _freeze(model_kwargs), nnz)
-    data = (*model_data, jnp.asarray(germ))
+    data = (*(jnp.asarray(x) if isinstance(x, np.ndarray) else x for x in model_data), jnp.asarray(germ))
     rng = np.random.default_rng(seed)
     af0s = _initial_afs(alt, depth, n_clones, n_restarts, rng)
     if starts is not None:
