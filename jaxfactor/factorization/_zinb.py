@@ -391,7 +391,22 @@ def _cell_block(st, d, hp, zi, n_steps, max_halvings):
     return st
 
 
-def _zeta_newton(d, a, b, zi, base, v, c, kappa, lo, hi, pooled, max_iter, max_halvings, tol, log_yfact=0.0):
+def dense_gene_sums(d: ZINBData, a, b, zi: bool):
+    """``sums(ζ, derivatives)`` over the cells of every gene at fixed predictors (a, b) (n, J):
+    Σ_i (log ZINB(y_ij) − log y_ij!) and, with ``derivatives``, also its first and second
+    derivatives in ζ_j (``zeta_derivatives``) — what the dispersion step reads of the data."""
+    log_yfact = gammaln(d.Y + 1.0)
+
+    def sums(z, derivatives):
+        if not derivatives:
+            return jnp.sum(log_prob_fast(d.Y, a, b, z[None, :], zi) - log_yfact, axis=0)
+        ll, g, h = zeta_derivatives(d.Y, a, b, z[None, :], zi)
+        return jnp.sum(ll - log_yfact, axis=0), jnp.sum(g, axis=0), jnp.sum(h, axis=0)
+
+    return sums
+
+
+def _zeta_newton(sums, base, v, c, kappa, lo, hi, pooled, max_iter, max_halvings, tol):
     """Safeguarded Newton iterations on v (J,), where ζ = base + v, maximising per row
     ``ll_j(ζ_j) − κ/2 (ζ_j − c)²`` (``pooled=False``: every gene on its own) or the sum of
     ``ll_j`` over genes for one shared v (``pooled=True``: v is the same for every gene; κ must
@@ -405,7 +420,9 @@ def _zeta_newton(d, a, b, zi, base, v, c, kappa, lo, hi, pooled, max_iter, max_h
     row, in the common scale e^{−v} of every φ_j), and when the φ-model has no interior
     maximum it goes to the top of the bracket (at first ``hi``).
 
-    ``log_yfact`` (log y!, entrywise) is subtracted from every entry before the sums: without it
+    ``sums(ζ, derivatives)`` gives every gene's log-likelihood (and its ζ-derivatives) summed over
+    cells (``dense_gene_sums``, or streamed over blocks of cells). log y! is subtracted from every
+    entry before the sums: without it
     the values compared are lgamma(y + θ) − lgamma(θ) − … ≈ log y! for large counts, so a
     gene's sum can be 10⁴ times its log-likelihood and its float32 rounding (and the line
     search's threshold ``tiny``, proportional to it) swallows real gains in ζ: the dispersion
@@ -416,7 +433,7 @@ def _zeta_newton(d, a, b, zi, base, v, c, kappa, lo, hi, pooled, max_iter, max_h
 
     def gene_f(vv):
         z = base + vv
-        return jnp.sum(log_prob_fast(d.Y, a, b, z[None, :], zi) - log_yfact, axis=0) - 0.5 * kappa * (z - c) ** 2
+        return sums(z, False) - 0.5 * kappa * (z - c) ** 2
 
     def cond(carry):
         return (carry[0] < max_iter) & (carry[2] > tol)
@@ -424,16 +441,16 @@ def _zeta_newton(d, a, b, zi, base, v, c, kappa, lo, hi, pooled, max_iter, max_h
     def body(carry):
         k, v, _, blo, bhi = carry
         z = base + v
-        ll, g, h = zeta_derivatives(d.Y, a, b, z[None, :], zi)
-        f_genes = jnp.sum(ll - log_yfact, axis=0) - 0.5 * kappa * (z - c) ** 2
+        ll, g, h = sums(z, True)
+        f_genes = ll - 0.5 * kappa * (z - c) ** 2
         if pooled:  # compare gains, Σ_j (f_j(new) − f_j(v)): their rounding is that of the genes' values
             f0 = jnp.zeros((J,), v.dtype)  # not of their sum, J times larger
             tiny = 16.0 * jnp.finfo(v.dtype).eps * jnp.sqrt(jnp.sum(f_genes ** 2))
             row_f = lambda vv: reduce(gene_f(vv) - f_genes)  # noqa: E731
         else:
             f0, tiny, row_f = f_genes, None, gene_f
-        g = reduce(jnp.sum(g, axis=0) - kappa * (z - c))
-        H = reduce(-jnp.sum(h, axis=0) + kappa)  # minus the second derivative
+        g = reduce(g - kappa * (z - c))
+        H = reduce(-h + kappa)  # minus the second derivative
         blo = jnp.where(g > 0, jnp.maximum(blo, v), blo)
         bhi = jnp.where(g < 0, jnp.minimum(bhi, v), bhi)
         concave = H > 0
@@ -480,15 +497,29 @@ def _dispersion(st, d, hp, zi, common, max_iter, max_halvings, tol=1e-3):
     iterations) while the common-dispersion fit is there in one. Rounds stop when no ζ moves
     by more than ``tol`` or after ``max_iter`` rounds."""
     a, b = predictors(st, d)
-    J = st.zeta.shape[0]
+    return st._replace(zeta=dispersion_with(dense_gene_sums(d, a, b, zi), st.zeta, hp, common, max_iter, max_halvings, tol))
+
+
+def genewise_zeta(sums, z, c, kappa, max_iter, max_halvings, tol=1e-3):
+    """Step 3 of ``_dispersion``: every gene's ζ_j with c fixed (genes decouple), from ``z``."""
     lo, hi = ZETA_RANGE
-    full = lambda x: jnp.full((J,), x, st.zeta.dtype)
-    zero = jnp.zeros((), st.zeta.dtype)
-    solve = partial(_zeta_newton, d, a, b, zi, max_iter=max_iter, max_halvings=max_halvings, tol=tol,
-                    log_yfact=gammaln(d.Y + 1.0))
+    full = lambda x: jnp.full(z.shape, x, z.dtype)  # noqa: E731
+    return _zeta_newton(sums, jnp.zeros((), z.dtype), z, c, kappa, full(lo), full(hi), False, max_iter, max_halvings, tol)
+
+
+def dispersion_with(sums, zeta, hp, common, max_iter, max_halvings, tol=1e-3, genewise=None):
+    """``_dispersion``'s ζ from the per-gene sums ``sums`` (``dense_gene_sums``, or streamed).
+    ``genewise(z, c, κ)``: step 3 (default ``genewise_zeta`` on ``sums``; the streamed fit runs it
+    block by block, each block of genes iterating only as long as its own genes need)."""
+    J = zeta.shape[0]
+    lo, hi = ZETA_RANGE
+    full = lambda x: jnp.full((J,), x, zeta.dtype)
+    zero = jnp.zeros((), zeta.dtype)
+    solve = partial(_zeta_newton, sums, max_iter=max_iter, max_halvings=max_halvings, tol=tol)
+    if genewise is None:
+        genewise = partial(genewise_zeta, sums, max_iter=max_iter, max_halvings=max_halvings, tol=tol)
     if common or J < 2:
-        z = solve(zero, st.zeta, zero, 0.0, full(lo), full(hi), pooled=common)
-        return st._replace(zeta=z)
+        return solve(zero, zeta, zero, 0.0, full(lo), full(hi), pooled=common)
     kappa = hp.eps_zeta / (J - 1)
 
     def cond(carry):
@@ -498,8 +529,8 @@ def _dispersion(st, d, hp, zi, common, max_iter, max_halvings, tol=1e-3):
         k, z, _ = carry
         delta = solve(z, jnp.zeros_like(z), zero, 0.0, full(lo - jnp.min(z)), full(hi - jnp.max(z)), pooled=True)
         z1 = z + delta
-        z2 = solve(zero, z1, jnp.mean(z1), kappa, full(lo), full(hi), pooled=False)
+        z2 = genewise(z1, jnp.mean(z1), kappa)
         return k + 1, z2, jnp.max(jnp.abs(z2 - z))
 
-    _, z, _ = lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), st.zeta, jnp.asarray(jnp.inf, st.zeta.dtype)))
-    return st._replace(zeta=z)
+    _, z, _ = lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), zeta, jnp.asarray(jnp.inf, zeta.dtype)))
+    return z
