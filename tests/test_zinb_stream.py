@@ -126,3 +126,19 @@ def test_bad_sparse_counts_are_refused(value, match):
     Y.data[3] = value
     with pytest.raises(ValueError, match=match):
         _zinb_fit.fit_zinbwave(Y, 1, batch_size=2)
+
+
+def test_anndata_fit_keeps_sparse_counts_and_subsamples(counts):
+    """``jaxfactor.zinbwave.fit`` on sparse counts with ``subsample`` (the same shapes as the test
+    above: its compiled programs), and the runner's model with ``subsample``."""
+    import anndata
+
+    import jaxfactor as jf
+
+    Y, _ = counts
+    adata = anndata.AnnData(X=sp.csr_matrix(Y))
+    out = jf.zinbwave.fit(adata, 2, max_iter=30, subsample=100, seed=1)
+    assert out.obsm["X_zinbwave"].shape == (Y.shape[0], 2) and sp.issparse(adata.X)
+    assert np.isfinite(out.uns["zinbwave"]["penalized_log_likelihood"])
+    model = jf.family("zinbwave").fit(adata, n_components=2, max_iter=30, subsample=100, seed=1)
+    np.testing.assert_allclose(model.result.W, out.obsm["X_zinbwave"], rtol=1e-4, atol=1e-5)

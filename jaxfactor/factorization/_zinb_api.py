@@ -63,7 +63,8 @@ def _covariates(Z, frame, what):
 def fit(adata, n_components: int = 2, *, X=None, V=None, layer: str | None = None, O_mu=None, O_pi=None,
         common_dispersion: bool = False, zero_inflation: bool = True, max_iter: int = 25, tol: float = 1e-4,
         seed: int = 0, progress: bool = False, which_X_mu=None, which_X_pi=None, which_V_mu=None, which_V_pi=None,
-        normalized_values: bool = False, residuals: bool = False, imputed_values: bool = False, **penalties):
+        normalized_values: bool = False, residuals: bool = False, imputed_values: bool = False,
+        batch_size: int | None = None, subsample: int | None = None, **penalties):
     """ZINB-WaVE on ``adata`` (cells × genes; counts in ``adata.X`` or ``adata.layers[layer]``).
 
     ``X``: obs column names (an intercept plus numeric columns and one-hot categories) or an
@@ -74,6 +75,8 @@ def fit(adata, n_components: int = 2, *, X=None, V=None, layer: str | None = Non
     ``epsilon_min_logit`` (see ``fit_zinbwave``); other keywords as in ``fit_zinbwave``.
     ``which_X_mu``, ``which_X_pi``, ``which_V_mu``, ``which_V_pi``: the design columns (0-based,
     the intercept first) each regression uses, as in zinbwave (default all).
+    ``batch_size``, ``subsample``: the streamed fit and zinbsurf (``fit_zinbwave``); sparse counts
+    stay sparse for the fit (the fitted μ, π and weights layers below are dense n × J).
     ``normalized_values``, ``residuals``, ``imputed_values``: also write zinbwave's assays of
     these names (``zinbwave()``'s arguments; see ``ZINBWaVEResult.normalized_values``,
     ``residuals``, ``imputed_counts``) as ``layers['zinbwave_normalized_values']``,
@@ -91,7 +94,7 @@ def fit(adata, n_components: int = 2, *, X=None, V=None, layer: str | None = Non
     """
     if not (hasattr(adata, "obs") and hasattr(adata, "var")):
         raise ValueError("fit expects an AnnData; for a count matrix use jaxfactor.zinbwave.fit_counts")
-    Y = check_counts(anndata_matrix(adata, layer), "counts" if layer is None else f"layers[{layer!r}]")
+    Y = check_counts(anndata_matrix(adata, layer), "counts" if layer is None else f"layers[{layer!r}]", keep_sparse=True)
     Xd, x_names, x_levels = _covariates(X, adata.obs, "X")
     Vd, v_names, v_levels = _covariates(V, adata.var, "V")
     n, J = Y.shape
@@ -106,7 +109,7 @@ def fit(adata, n_components: int = 2, *, X=None, V=None, layer: str | None = Non
                       UserWarning, stacklevel=2)
         keep_c, keep_g = ~empty_cells, ~empty_genes
         out = adata[keep_c, keep_g]
-        Y = Y[np.ix_(keep_c, keep_g)]
+        Y = Y[keep_c][:, keep_g]
         Xd = None if Xd is None else Xd[keep_c]
         Vd = None if Vd is None else Vd[keep_g]
         O_mu = None if O_mu is None else np.asarray(O_mu)[np.ix_(keep_c, keep_g)]
@@ -115,7 +118,8 @@ def fit(adata, n_components: int = 2, *, X=None, V=None, layer: str | None = Non
     res = fit_zinbwave(Y, n_components, X=Xd, V=Vd, O_mu=O_mu, O_pi=O_pi, common_dispersion=common_dispersion,
                        zero_inflation=zero_inflation, max_iter=max_iter, tol=tol, seed=seed, progress=progress,
                        which_X_mu=which_X_mu, which_X_pi=which_X_pi, which_V_mu=which_V_mu, which_V_pi=which_V_pi,
-                       **penalties)
+                       batch_size=batch_size, subsample=subsample, **penalties)
+    Y = Y.toarray() if hasattr(Y, "toarray") else Y  # the layers below are dense
     write_result(out, res, Y, x_names, x_levels, v_names, v_levels, layer=layer, X_given=X, V_given=V)
     f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
     if normalized_values:

@@ -97,13 +97,14 @@ class ZINBWaVEModel(Fitted):
                    "V": "var columns of the gene design (an intercept is always included)",
                    "common_dispersion": "one θ for all genes instead of gene-wise θ",
                    "zero_inflation": "false: negative-binomial model (π = 0)",
-                   "epsilon": "penalty scale ε (0: zinbwave's default, the number of genes)"}
+                   "epsilon": "penalty scale ε (0: zinbwave's default, the number of genes)",
+                   "subsample": "zinbsurf: fit on this many random cells, then project every cell (0: all cells)"}
     option_types = {"X": list, "V": list}
 
     @classmethod
     def fit(cls, data, n_components=None, *, layer=None, n_init=1, max_iter=25, tol=1e-4, seed=0, mesh=None,
             progress=False, X=None, V=None, common_dispersion=False, zero_inflation=True, epsilon=0.0, which_X_mu=None,
-            which_X_pi=None, which_V_mu=None, which_V_pi=None, **penalties):
+            which_X_pi=None, which_V_mu=None, which_V_pi=None, subsample=0, **penalties):
         from .._inputs import read
         from .._protocol import vocabulary as _vocab
         from ._zinb_api import _covariates
@@ -143,7 +144,7 @@ class ZINBWaVEModel(Fitted):
         results = fit_zinbwave(Y, n_components, X=Xd, V=Vd, common_dispersion=common_dispersion,
                                zero_inflation=zero_inflation, max_iter=max_iter, tol=tol, seed=seed, progress=progress,
                                epsilon_grid=grid, which_X_mu=which_X_mu, which_X_pi=which_X_pi, which_V_mu=which_V_mu,
-                               which_V_pi=which_V_pi, **penalties)
+                               which_V_pi=which_V_pi, subsample=subsample or None, **penalties)
         models = []
         for res, eps in zip(results if grid is not None else [results], grid if grid is not None else [None]):
             pen = penalties if eps is None else {**penalties, **({"epsilon": float(eps)} if eps else {})}
