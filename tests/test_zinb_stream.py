@@ -93,6 +93,10 @@ def test_streamed_fit_is_monotone_and_reaches_the_whole_fit(counts, whole):
     assert streamed.penalized_log_likelihood >= whole.penalized_log_likelihood - 1e-3 * abs(whole.penalized_log_likelihood)
     assert canonical_correlations(streamed.W, whole.W).min() > 0.99
     assert np.isfinite(streamed.log_likelihood) and streamed.W.shape == (Y.shape[0], 2)
+    # a grid of penalty scales, streamed: one fit per value (the same compiled program), in order
+    grid = _zinb_fit.fit_zinbwave(sp.csr_matrix(Y), 2, max_iter=30, batch_size=64, epsilon_grid=[None, 4.0 * Y.shape[1]])
+    assert len(grid) == 2 and grid[0].penalized_log_likelihood == streamed.penalized_log_likelihood
+    assert grid[1].hparams.eps_alpha == 4.0 and grid[1].penalized_log_likelihood < streamed.penalized_log_likelihood
 
 
 def test_subsample_fits_part_and_projects_the_rest(counts, whole):
@@ -111,7 +115,6 @@ def test_subsample_fits_part_and_projects_the_rest(counts, whole):
     (dict(batch_size=0), "batch_size"),
     (dict(subsample=0), "subsample"),
     (dict(batch_size=32, O_mu=np.zeros((5, 4))), "offsets"),
-    (dict(batch_size=32, epsilon_grid=[1.0, 2.0]), "epsilon_grid"),
 ])
 def test_bad_settings_are_one_line_errors(kw, match):
     Y = sp.csr_matrix(np.arange(1, 21, dtype=float).reshape(5, 4))

@@ -354,7 +354,8 @@ def fit_zinbwave(
     """Fit ZINB-WaVE to counts Y (n cells × J genes).
 
     ``epsilon_grid``: several values of ``epsilon`` fitted in one compiled call (vmapped; the
-    other penalties as given); returns one result per value, each equal to its own fit.
+    other penalties as given); returns one result per value, each equal to its own fit (streamed
+    or subsampled: fitted one after another).
 
     Args:
       Y: integer counts (dense or scipy sparse), no all-zero cell or gene.
@@ -433,7 +434,13 @@ def fit_zinbwave(
         raise ValueError("offsets O_mu / O_pi (dense cells x genes matrices) are not streamed or subsampled; "
                          "fit without batch_size and subsample")
     if (stream or (subsample is not None and subsample < n)) and epsilon_grid is not None:
-        raise ValueError("epsilon_grid fits the whole matrix at once; with batch_size or subsample fit one epsilon at a time")
+        # streamed or subsampled: one fit per value, one after another (the same compiled program)
+        return [fit_zinbwave(Yn, K, X=Xd, V=Vd, common_dispersion=common_dispersion, zero_inflation=zero_inflation,
+                             epsilon=e, epsilon_beta=epsilon_beta, epsilon_gamma=epsilon_gamma, epsilon_W=epsilon_W,
+                             epsilon_alpha=epsilon_alpha, epsilon_zeta=epsilon_zeta, epsilon_min_logit=epsilon_min_logit,
+                             max_iter=max_iter, tol=tol, seed=seed, n_inner=n_inner, progress=progress,
+                             which_X_mu=which_X_mu, which_X_pi=which_X_pi, which_V_mu=which_V_mu, which_V_pi=which_V_pi,
+                             batch_size=batch_size, subsample=subsample) for e in grid]
     if subsample is not None and subsample < n:
         per_cell = float(J if epsilon is None else epsilon) / n  # the cell penalties of all n cells, not of the subsample
         return _fit_subsample(Yn, K, subsample, Xd, Vd, hp_nps[0], dict(
