@@ -12,6 +12,9 @@ components (Risso et al., Nat. Commun. 9:284, 2018; Bioconductor ``zinbwave``). 
   ``computeDevianceResiduals``, ``normalizedValues`` and ``imputeZeros`` (also on
   ``ZINBWaVEModel``, and as layers from ``fit(..., residuals=True, ...)``).
 - ``which_X_mu``, ``which_X_pi``, ``which_V_mu``, ``which_V_pi``: the covariates each side uses.
+- Atlas scale: sparse counts stay sparse and the fit is streamed over blocks of cells and genes
+  (``batch_size``; automatic above 5·10⁷ entries, :mod:`jaxfactor.factorization._zinb_stream`);
+  ``subsample=m`` fits m cells and projects the rest (zinbsurf).
 - ``simulate(...)``: counts from the model with the true parameters.
 """
 
