@@ -100,7 +100,7 @@ def test_nuts_agrees_with_svi():
     allele-frequency posterior means (within a fraction of the posterior sd)."""
     sim = simulate_alleles(200, 25, 3, seed=1, mean_coverage=3.0, dropout=0.1)
     svi = fit_allele_svi(sim.alt, sim.depth, 3, num_steps=1500, guide="normal", lr=0.02, seed=0)
-    nuts = fit_allele_nuts(sim.alt, sim.depth, 3, init=svi, num_warmup=200, num_samples=200, seed=0)
+    nuts = fit_allele_nuts(sim.alt, sim.depth, 3, init=svi, num_warmup=100, num_samples=150, seed=0)
     assert nuts.divergences <= 5
     assert np.abs(nuts.clone_prob - svi.clone_prob).max() < 0.05
     assert (nuts.clone_prob.argmax(1) == svi.labels).mean() >= 0.99

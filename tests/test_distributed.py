@@ -42,7 +42,7 @@ def test_two_processes_equal_one(tmp_path, capsys):
     cfg.write_text(CONFIG)
     out = tmp_path / "multi"
     port = _free_port()
-    base = {**os.environ, "CI": "1", "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    base = {**os.environ, "CI": "1", "JAX_PLATFORMS": "cpu", "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1").strip()}
     cmd = [sys.executable, "-m", "jaxfactor", "run", str(cfg), "--out", str(out)]
     procs = [  # process 0 from flags, process 1 from the environment variables
         subprocess.Popen(cmd + ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "0"], env=base,

@@ -313,6 +313,6 @@ def test_hals_cell_sharded_equals_one_device():
         np.testing.assert_allclose(four.H, one.H, rtol=1e-4, atol=1e-5)
         print("OK")
     """)
-    env = {**__import__("os").environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = {**__import__("os").environ, "XLA_FLAGS": (__import__("os").environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip(), "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]

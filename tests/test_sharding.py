@@ -74,7 +74,7 @@ def test_sharded_sweeps_equal_one_device(tmp_path):
     demo = Path(__file__).resolve().parents[1] / "experiments" / "demo.toml"
     script = tmp_path / "sharded.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "CI": "1", "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "CI": "1", "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip(), "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, str(script), str(tmp_path), str(demo)], capture_output=True, text=True,
                           env=env, timeout=600)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-4000:]

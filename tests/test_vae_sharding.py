@@ -45,12 +45,12 @@ SCRIPT = textwrap.dedent(
             raise AssertionError(kwargs)
     _vae_api._init, _vae_api._epoch = init, epoch
 
-    # ZINB and NB, batch norm and encoder dropout on, KL warm-up: 5 minibatches of 32 per epoch
-    # split 8 cells per device, then the short one of 19 cells padded to 20 (5 per device, one
-    # masked row); NB tracks early stopping (the
-    # held-out loss inside the compiled epoch, best parameters kept)
+    # ZINB, batch norm and encoder dropout on, KL warm-up: 5 minibatches of 32 per epoch split
+    # 8 cells per device, then the short one of 19 cells padded to 20 (5 per device, one masked
+    # row); early stopping on (the held-out loss inside the compiled epoch, best parameters kept).
+    # (The likelihood is per cell, so NB shards as ZINB does: one fit pair, one program each.)
     worst = 0.0
-    for likelihood, early in (("zinb", False), ("nb", True)):
+    for likelihood, early in (("zinb", True),):
         kw = dict(likelihood=likelihood, n_latent=3, n_hidden=16, batch_size=32, max_epochs=3, seed=1,
                   kl_warmup_epochs=2.0, lr=3e-3, norm="batch", dropout_rate=0.1, early_stopping=early)
         one = fit_vae(X, **kw)
@@ -81,7 +81,7 @@ SCRIPT = textwrap.dedent(
 def test_data_parallel_vae_equals_one_device(tmp_path):
     script = tmp_path / "vae_sharded.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "CI": "1", "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "CI": "1", "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip(), "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
 
