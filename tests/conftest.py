@@ -36,6 +36,19 @@ def _release_compiled_programs():
     jax.clear_caches()
 
 
+# the slowest modules first (their seconds on a 2-core machine, most first), so that the workers,
+# which take whole modules, finish together instead of one waiting for a long module started last
+SLOW_FIRST = ("test_zinbwave", "test_conformance", "test_allele_inference", "test_protocol", "test_vae", "test_clones",
+              "test_runner", "test_zinb_stream", "test_allele_api", "test_nmf", "test_gmm", "test_em_sharding",
+              "test_predict", "test_allele_model", "test_resume", "test_cclone", "test_sharding", "test_cell_sharding",
+              "test_binomial_mixture", "test_kmeans", "test_vae_sharding", "test_progress", "test_predict_zinbwave")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: each module's own order kept
+
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
