@@ -622,7 +622,7 @@ def transform_counts(result: ZINBWaVEResult, Y, X=None, *, O_mu=None, O_pi=None,
     Yn = check_counts(Y, keep_sparse=True)
     J = result.V.shape[0]
     if Yn.shape[1] != J:
-        raise ValueError(f"counts have {Yn.shape[1]} genes but the model was fitted on {J}")
+        raise ValueError(f"counts have {Yn.shape[1]} genes but the model was fitted on {J}; pass counts of the same genes, in the same order")
     n = Yn.shape[0]
     M = result.X.shape[1]
     if X is None:
