@@ -61,5 +61,6 @@ def test_conformance(name):
     many = jf.fit_many(alg, data, grid, keys, max_iter=30, tol=0.0, chunk_size=10)
     assert many.objective.shape == (1, 3)
     assert np.all(np.isfinite(np.asarray(many.objective)))
-    np.testing.assert_allclose(many.objective[0, 2], res.objective, rtol=1e-5)
+    # float32: the vmapped program sums in another order (1.6e-5 seen on an AVX2 CPU at -O0)
+    np.testing.assert_allclose(many.objective[0, 2], res.objective, rtol=5e-5)
     assert int(many.best_index[0]) == int(np.argmin(np.asarray(many.objective[0])))

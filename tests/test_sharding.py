@@ -62,7 +62,9 @@ SCRIPT = textwrap.dedent(
     for r, s in zip(sharded, single):
         np.testing.assert_allclose(r["objective"], s["objective"], rtol=1e-5)
         np.testing.assert_allclose(r["restart_objectives"], s["restart_objectives"], rtol=1e-5)
-        np.testing.assert_allclose(r["arrays"]["W"], s["arrays"]["W"], rtol=1e-4, atol=1e-6)
+        # HALS carries float32 rounding through its coordinate updates: entries near 0 of a W whose
+        # largest entries are ~1 moved by 1.1e-6 under another code generation
+        np.testing.assert_allclose(r["arrays"]["W"], s["arrays"]["W"], rtol=1e-4, atol=1e-5)
     print("OK")
     """
 )
