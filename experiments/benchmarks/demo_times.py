@@ -4,10 +4,11 @@ fitting, writing the outputs and figures), plus how fast a mistake answers (a mi
 missing data file, an existing --out). Compile and fit seconds are read from each run's
 metrics.json (``compile_seconds`` / ``run_seconds``) where the run writes them.
 
-    python experiments/benchmarks/demo_times.py [--demos clones,demo.toml,...] [--threads 2]
+    python experiments/benchmarks/demo_times.py [--demos clones,demo.toml,...] [--threads 2] [--keep DIR]
 
 Every command runs with ``CI=true`` (no progress output) and its own fresh cache folder. The load
-average is printed before each run. No peers: this measures jaxfactor against itself.
+average is printed before each run. No peers: this measures jaxfactor against itself. ``--keep DIR``
+keeps every demo's output folder (its figures, tables and result) under DIR, to look at.
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--demos", default=",".join(DEMOS))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep", metavar="DIR", help="keep each demo's output folder under DIR (created)")
     args = ap.parse_args()
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
     print(pin_threads(args.threads))
     work = tempfile.mkdtemp(prefix="demo_times_")
     env = {**os.environ, "CI": "true"}
@@ -65,7 +69,7 @@ def main() -> int:
         for demo in args.demos.split(","):
             cache = os.path.join(work, "cache_" + demo.replace(".", "_"))
             denv = {**env, "JAXFACTOR_CACHE_DIR": cache}
-            out = os.path.join(work, "out_" + demo.replace(".", "_"))
+            out = os.path.join(args.keep or work, "out_" + demo.replace(".", "_"))
             load = os.getloadavg()[0]
             first, rc1, msg1 = _run(_command(demo, out), denv)
             second, rc2, msg2 = _run(_command(demo, out), denv)
