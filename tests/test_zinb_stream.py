@@ -11,11 +11,11 @@ import scipy.sparse as sp
 
 from jaxfactor.data._simulate_zinb import simulate_zinb
 from jaxfactor.factorization import _zinb_fit
-from jaxfactor.factorization._zinb import ZINBData, ZINBState, default_hparams, dense_gene_sums
+from jaxfactor.factorization._zinb import ZINBState, default_hparams
 from jaxfactor.factorization._zinb_alg import zinbwave_algorithm
 from jaxfactor.factorization._zinb_model import canonical_correlations
 from jaxfactor.factorization._zinb_stream import (
-    block_counts, covering_subsample, sparse_gene_sums, zinbwave_stream_algorithm,
+    block_counts, covering_subsample, zinbwave_stream_algorithm,
 )
 
 
@@ -64,26 +64,6 @@ def test_blocked_step_equals_the_whole_matrix_step(counts):
         a, b = _zinb_fit._predictors_jit(s1, whole)
         ll_whole = float(jnp.sum(_zinb_fit._loglik_jit(whole.Y, a, b, s1.zeta, True)))
         assert np.isclose(float(jnp.sum(loglik(t1, blocks))), ll_whole, rtol=1e-12)
-
-
-def test_sparse_gene_sums_equal_the_dense_ones():
-    rng = np.random.default_rng(0)
-    n, J = 60, 9
-    Y = rng.poisson(0.8, (n, J)) * (rng.random((n, J)) < 0.5)
-    r, c = np.nonzero(Y)
-    pad = 5  # padding entries: value 0 at (0, 0)
-    r, c = np.r_[r, np.zeros(pad, int)], np.r_[c, np.zeros(pad, int)]
-    v = np.r_[Y[Y > 0], np.zeros(pad)].astype(float)
-    with jax.enable_x64(True):
-        a, b = jnp.asarray(rng.normal(0, 1, (n, J))), jnp.asarray(rng.normal(-1, 1.5, (n, J)))
-        z = jnp.asarray(rng.normal(1, 3, J))  # both sides of the series switch at θ = 10
-        d = ZINBData(jnp.asarray(Y, float), None, None)
-        for zi in (True, False):
-            S = sparse_gene_sums(d, a, b, jnp.asarray(r), jnp.asarray(c), jnp.asarray(v), zi)
-            D = dense_gene_sums(d, a, b, zi)
-            np.testing.assert_allclose(S(z, False), D(z, False), rtol=1e-12)
-            for x, y in zip(S(z, True), D(z, True)):
-                np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-10)
 
 
 def test_streamed_fit_is_monotone_and_reaches_the_whole_fit(counts, whole):

@@ -229,7 +229,8 @@ def _cell_panel(ax, fig, out, u):
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"cells, sorted by {label}")
     ax.set_ylabel(label)
-    ax.set_title(f"{label} per cell" + (" (dashed: call thresholds)" if u["method"] != "cclone" else ""), fontsize=10)
+    lines = f" (dashed: cancer above {(1 + thr) / 2:g}, healthy below {(1 - thr) / 2:g})" if u["method"] != "cclone" else ""
+    ax.set_title(f"{label} per cell{lines}", fontsize=10)
     ax.legend(fontsize=7, markerscale=3, loc="upper left")
 
 
@@ -251,7 +252,9 @@ def plot(out, folder: str, name: str = "clones.png") -> str:
     _cell_panel(axes[1, 0], fig, out, u)
     _selection_panel(axes[1, 1], u)
     verdict = "" if u["validation"]["passed"] else "  —  VALIDATION FAILED (see summary)"
-    thr = f", call threshold {u['settings']['threshold']:g}" if "cancer_call" in out.obs else ""
+    score = "cancer − healthy membership" if u["method"] == "cclone" else "P(cancer) − P(healthy)"
+    t = u["settings"]["threshold"]
+    thr = f"\ncalls: cancer where {score} > {t:g}, healthy where < −{t:g}" if "cancer_call" in out.obs else ""
     fig.suptitle(f"jaxfactor clones: method '{u['method']}' ({METHOD_NAMES[u['method']]})\n{u['n_clones']} clones, chosen by "
                  f"{CRITERION_NAMES[u['criterion']]}; {out.n_obs:,} cells x {out.n_vars} variants{thr}{verdict}", fontsize=12)
     fig.tight_layout()

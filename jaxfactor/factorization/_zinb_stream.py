@@ -39,7 +39,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.scipy.special import gammaln
 
 from .._base import Algorithm
 from ._zinb import (
@@ -47,7 +46,7 @@ from ._zinb import (
     dispersion_with, genewise_zeta, penalty, predictors,
 )
 from ._zinb_init import LOGIT_STEPS, _logistic_rows, _weighted_ridge, make_init
-from ._zinb_lik import _nb_core, _zi_core, log_prob_fast, zeta_derivatives, zinb_log_prob
+from ._zinb_lik import zinb_log_prob
 
 
 class BlockedCounts(NamedTuple):
@@ -126,55 +125,6 @@ def covering_subsample(Y, size: int, seed: int) -> np.ndarray:
         extra = [int(csc.indices[csc.indptr[j]]) for j in np.flatnonzero(~seen)]
         idx = np.unique(np.concatenate([idx, extra]))
     return idx
-
-
-def _zero_terms(a, b, zeta, zi: bool, derivatives: bool):
-    """``zeta_derivatives`` / ``log_prob_fast`` of a zero count (y = 0), entrywise: no log-gamma
-    functions are needed there (D(0, θ) = ψ(θ) − ψ(θ) = ψ'(θ) − ψ'(θ) = 0). With
-    ``l0 = −θ s``, ``∂l0 = −θ s + μ (1 − p)``, ``∂²l0 = ∂l0 + μ p (1 − p)`` and, with zero
-    inflation, ``q = σ(b − l0)``: ``ℓ = logaddexp(b, l0) − softplus(b)``, ``∂ℓ = (1 − q) ∂l0``,
-    ``∂²ℓ = (1 − q) ∂²l0 + q (1 − q) (∂l0)²``."""
-    theta, mu, s, omp, l0, p = _nb_core(a, zeta)
-    ll, g, h = l0, None, None
-    if derivatives:
-        g = -theta * s + mu * omp
-        h = g + mu * p * omp
-    if zi:
-        sp_, _, _, q, omq, lse0 = _zi_core(b, l0)
-        ll = lse0 - sp_
-        if derivatives:
-            g, h = omq * g, omq * h + q * omq * g * g
-    return (ll, g, h) if derivatives else ll
-
-
-def sparse_gene_sums(db: ZINBData, a, b, rows, cols, vals, zi: bool):
-    """``_zinb.dense_gene_sums`` of one block of genes from its non-zero entries: the zero-count
-    terms (``_zero_terms``, no special functions) on every entry, plus, at the non-zeros
-    (``rows``, ``cols``, ``vals``; padding has value 0), the difference between the full terms
-    (``zeta_derivatives``, ``log_prob_fast``, − log y!) and the zero-count ones, summed per gene.
-    The same per-gene sums, with the log-gamma work on the non-zeros only."""
-    Bg = a.shape[1]
-    nz = vals > 0
-    a_nz, b_nz = a[rows, cols], (b[rows, cols] if zi else b)
-    log_yfact = gammaln(vals + 1.0)
-
-    def per_gene(x):
-        return jnp.sum(x, axis=0)
-
-    def at_nz(x):
-        return jax.ops.segment_sum(jnp.where(nz, x, 0.0), cols, num_segments=Bg)
-
-    def sums(z, derivatives):
-        z_nz = z[cols]
-        if not derivatives:
-            full = log_prob_fast(vals, a_nz, b_nz, z_nz, zi) - log_yfact
-            return per_gene(_zero_terms(a, b, z[None, :], zi, False)) + at_nz(full - _zero_terms(a_nz, b_nz, z_nz, zi, False))
-        zero = _zero_terms(a, b, z[None, :], zi, True)
-        ll, g, h = zeta_derivatives(vals, a_nz, b_nz, z_nz, zi)
-        zn = _zero_terms(a_nz, b_nz, z_nz, zi, True)
-        return tuple(per_gene(d0) + at_nz(d1 - d2) for d0, d1, d2 in zip(zero, (ll - log_yfact, g, h), zn))
-
-    return sums
 
 
 def _dense(rows, cols, vals, shape):
