@@ -167,3 +167,54 @@ def test_sparse_svi_equals_dense_svi(small):
     assert len(early.losses) < 500  # stopped on the relative change of the chunk-mean -ELBO
     with pytest.raises(ValueError, match="init_af"):
         fit_allele_svi(a, d, 2, init_af=np.full((3, a.shape[1]), 0.5), sparse=True, **kw)
+
+
+def _svi_program_digest():
+    import hashlib
+
+    from jaxfactor.models._allele_svi import _engine
+
+    _, start, advance = _engine(20, 5, 2, "binomial", "normal", None, 4, ())
+    a, germ = jnp.ones((20, 5), jnp.float32), jnp.zeros(5, bool)
+    st = start(jax.random.split(jax.random.PRNGKey(0), 1), jnp.full((1, 2, 5), 0.5), jnp.full((1,), 0.05), a, a, germ)
+    return hashlib.sha256(advance.lower(st, a, a, germ).as_text().encode()).hexdigest()
+
+
+_HLO_SCRIPT = "import sys; sys.path.insert(0, sys.argv[1]); from test_allele_inference import _svi_program_digest; " \
+              "print(_svi_program_digest())"
+
+
+def test_svi_program_is_the_same_in_every_process():
+    """The SVI step traces to the same program whatever the process's string hashing (NumPyro's
+    Trace_ELBO sums its sites in set order, so JAX's persistent cache missed it in every new
+    process), and its ELBO equals Trace_ELBO's."""
+    import os
+    import subprocess
+    import sys
+
+    import optax
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal
+
+    from jaxfactor.models._allele_svi import _TraceOrderELBO
+
+    # this process hashes strings with a random seed, the subprocess with seed 1: the same program
+    env = {**os.environ, "PYTHONHASHSEED": "1", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", _HLO_SCRIPT, os.path.dirname(os.path.abspath(__file__))],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == _svi_program_digest()
+
+    sim = simulate_alleles(30, 6, 2, seed=0, mean_coverage=3.0)
+    a, d = jnp.asarray(sim.alt, jnp.float32), jnp.asarray(sim.depth, jnp.float32)
+
+    def model(a, d):
+        return _allele.allele_model(a, d, n_cells=30, n_variants=6, n_clones=2)
+
+    guide = AutoNormal(model)
+    svi = SVI(model, guide, optax.adam(0.01), Trace_ELBO())
+    params = svi.get_params(svi.init(jax.random.PRNGKey(0), a, d))
+    for key in jax.random.split(jax.random.PRNGKey(1), 3):
+        want = Trace_ELBO().loss(key, params, model, guide, a, d)
+        got = _TraceOrderELBO().loss(key, params, model, guide, a, d)
+        np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
